@@ -1,0 +1,23 @@
+//! Pure roomcast logic shared by the Redis module and the edge.
+//!
+//! Nothing here talks to Redis or to a socket, so every rule can be unit-tested and
+//! fuzzed on its own, and the module and the edge cannot disagree about it.
+//!
+//! # Layout
+//!
+//! - [`crc16`]: the CRC16 (XMODEM) that Redis Cluster uses to map keys to slots.
+//! - [`partition`]: rooms and users → partitions, the partition hash tags, and the
+//!   parsing of plain (`room`) and partition-tagged (`{tag}room`) names.
+//! - [`names`]: what a valid room, user, node or connection name is.
+//! - [`keys`]: the Redis key layout of a partition (one place for every key name).
+//! - [`entry`]: field names and kinds of inbox stream entries (module writes, edge reads).
+//! - [`gcra`]: the generic cell rate algorithm behind `RC.THROTTLE` and the publish policy.
+//! - [`json`]: a small validating JSON scanner (connection metadata).
+
+pub mod crc16;
+pub mod entry;
+pub mod gcra;
+pub mod json;
+pub mod keys;
+pub mod names;
+pub mod partition;

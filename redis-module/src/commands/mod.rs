@@ -1,0 +1,10 @@
+//! One file per group of `RC.*` commands. Each handler checks its arguments, resolves
+//! names to their partition, and does all of its work inside that one partition.
+
+pub mod info;
+pub mod kick;
+pub mod node;
+pub mod presence;
+pub mod publish;
+pub mod rooms;
+pub mod throttle;

@@ -1,0 +1,117 @@
+//! `RC.PUBLISH` and `RC.SEND`: routing a message into the inbox of exactly the nodes
+//! that hold a recipient — O(nodes), never O(members).
+
+use redis_module::{Context, RedisError, RedisResult, RedisString, RedisValue};
+use roomcast_common::entry::Kind;
+use roomcast_common::keys::split_pair;
+
+use crate::args::{self, arity, at, err};
+use crate::inbox::Entry;
+use crate::state::{layout, PUBLISHED, SENT};
+use crate::{config, membership, ops, sender};
+
+/// Refuses payloads over `max-payload-bytes`.
+fn check_payload(data: &[u8]) -> Result<(), RedisError> {
+    let max = config::get(&config::MAX_PAYLOAD_BYTES);
+    if data.len() as u64 > max.max(0) as u64 {
+        return Err(err(format!(
+            "payload too large: {} bytes, max-payload-bytes is {max}",
+            data.len()
+        )));
+    }
+    Ok(())
+}
+
+/// `RC.PUBLISH room data [FROM user] [CONN conn]` → `[connections, nodes, offset]`.
+///
+/// `connections` counts the member connections the message is routed to (the sending
+/// `CONN` excluded), `nodes` the inboxes written. `offset` is nil until room history
+/// is enabled.
+pub fn publish(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    arity(&args, 3, 7)?;
+    let layout = layout()?;
+    let room = args::name(layout, at(&args, 1)?, "room")?;
+    let data = at(&args, 2)?.as_slice();
+    let [from, conn] = args::options(args.get(3..).unwrap_or_default(), ["FROM", "CONN"])?;
+    let from = from.map(|f| args::name(layout, f, "sender")).transpose()?;
+    let conn = conn.map(|c| args::id(c, "connection")).transpose()?;
+    check_payload(data)?;
+    if let Some(from) = &from {
+        sender::check(ctx, from.name, room.partition)?;
+    }
+
+    let keys = layout.keys(room.partition)?;
+    let nodes = membership::room_nodes(ctx, keys, room.name)?;
+    let skip_node = match conn {
+        Some(conn) => ops::hget(ctx, &keys.room_conns(room.name), conn)?
+            .and_then(|v| split_pair(&v).map(|(node, _)| node.to_string())),
+        None => None,
+    };
+    let from_name = from.map_or("", |f| f.name);
+    let entry = Entry::new(
+        ctx,
+        Kind::Message,
+        &[
+            room.name.as_bytes(),
+            from_name.as_bytes(),
+            conn.unwrap_or("").as_bytes(),
+            b"",
+            data,
+        ],
+    )?;
+
+    let (mut connections, mut routed) = (0i64, 0i64);
+    for (node, count) in &nodes {
+        let recipients = if skip_node.as_deref() == Some(node.as_str()) {
+            count - 1
+        } else {
+            *count
+        };
+        if recipients > 0 {
+            entry.append_to(ctx, &keys.inbox(node))?;
+            connections += recipients;
+            routed += 1;
+        }
+    }
+    PUBLISHED.add(1);
+    Ok(RedisValue::Array(vec![
+        RedisValue::Integer(connections),
+        RedisValue::Integer(routed),
+        RedisValue::Null,
+    ]))
+}
+
+/// `RC.SEND user data [FROM user]` → `[connections, nodes]`: a direct message to every
+/// connection of a user. `FROM` is subject to the same policy as `RC.PUBLISH`.
+pub fn send(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    arity(&args, 3, 5)?;
+    let layout = layout()?;
+    let user = args::name(layout, at(&args, 1)?, "user")?;
+    let data = at(&args, 2)?.as_slice();
+    let [from] = args::options(args.get(3..).unwrap_or_default(), ["FROM"])?;
+    let from = from.map(|f| args::name(layout, f, "sender")).transpose()?;
+    check_payload(data)?;
+    if let Some(from) = &from {
+        sender::check(ctx, from.name, user.partition)?;
+    }
+
+    let keys = layout.keys(user.partition)?;
+    let conns = membership::user_conns(ctx, keys, user.name)?;
+    let mut nodes: Vec<&str> = conns.iter().map(|(_, node, _)| node.as_str()).collect();
+    nodes.sort_unstable();
+    nodes.dedup();
+    let from_name = from.map_or("", |f| f.name);
+    let entry = Entry::new(
+        ctx,
+        Kind::Direct,
+        &[user.name.as_bytes(), from_name.as_bytes(), data],
+    )?;
+    for node in &nodes {
+        entry.append_to(ctx, &keys.inbox(node))?;
+    }
+    SENT.add(1);
+    Ok(RedisValue::Array(vec![
+        RedisValue::Integer(conns.len() as i64),
+        RedisValue::Integer(nodes.len() as i64),
+    ]))
+}

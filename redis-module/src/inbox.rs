@@ -1,0 +1,147 @@
+//! Appending entries to node inbox streams — the publish hot path.
+//!
+//! Entries are added with the low-level stream API (`RM_StreamAdd`), which skips the
+//! command table, argument parsing and reply building of an `XADD` through `RM_Call`.
+//! That API does not propagate, so each append is followed by `RM_Replicate` of an
+//! `XADD` carrying the concrete id the primary generated (and, when the approximate
+//! trim removed entries, `MAXLEN =` the exact length kept), so replicas and the AOF
+//! hold exactly the primary's entries.
+
+use std::os::raw::c_int;
+use std::ptr::NonNull;
+
+use redis_module::raw::{self, RedisModuleKey, RedisModuleStreamID};
+use redis_module::{Context, RedisError, RedisString};
+use roomcast_common::entry::{Kind, KIND};
+
+use crate::args::err;
+use crate::config;
+use crate::state::ROUTED;
+
+/// One inbox entry, encoded once as Redis strings and appended to any number of inboxes.
+pub struct Entry {
+    /// Field/value pairs, starting with `kind`.
+    fields: Vec<RedisString>,
+}
+
+impl Entry {
+    /// An entry of `kind`; `values` must match [`Kind::fields`] in order.
+    pub fn new(ctx: &Context, kind: Kind, values: &[&[u8]]) -> Result<Self, RedisError> {
+        let names = kind.fields();
+        if names.len() != values.len() {
+            return Err(err("internal: inbox entry has the wrong number of fields"));
+        }
+        let mut fields = Vec::with_capacity(2 + 2 * names.len());
+        fields.push(ctx.create_string(KIND));
+        fields.push(ctx.create_string(kind.as_str()));
+        for (name, value) in names.iter().zip(values) {
+            fields.push(ctx.create_string(*name));
+            fields.push(RedisString::create_from_slice(ctx.get_raw(), value));
+        }
+        Ok(Self { fields })
+    }
+
+    /// Appends the entry to the inbox stream `key` and replicates the append.
+    pub fn append_to(&self, ctx: &Context, key: &str) -> Result<(), RedisError> {
+        let key_name = ctx.create_string(key);
+        let maxlen = config::get(&config::INBOX_MAXLEN);
+        let (id, kept_after_trim) = raw_append(ctx, &key_name, &self.fields, maxlen)?;
+        let id = ctx.create_string(format!("{}-{}", id.ms, id.seq));
+
+        let mut args: Vec<&RedisString> = Vec::with_capacity(4 + self.fields.len());
+        args.push(&key_name);
+        let maxlen_word;
+        let eq;
+        let kept;
+        if let Some(length) = kept_after_trim {
+            maxlen_word = ctx.create_string("MAXLEN");
+            eq = ctx.create_string("=");
+            kept = ctx.create_string(length.to_string());
+            args.extend([&maxlen_word, &eq, &kept]);
+        }
+        args.push(&id);
+        args.extend(self.fields.iter());
+        ctx.replicate("XADD", args.as_slice());
+        ROUTED.add(1);
+        Ok(())
+    }
+}
+
+/// A key opened with `RM_OpenKey`, closed on drop.
+struct OpenKey(NonNull<RedisModuleKey>);
+
+impl Drop for OpenKey {
+    fn drop(&mut self) {
+        // SAFETY: the pointer came from RM_OpenKey and is closed exactly once.
+        if let Some(close) = unsafe { raw::RedisModule_CloseKey } {
+            unsafe { close(self.0.as_ptr()) };
+        }
+    }
+}
+
+/// `XADD key * fields…` through `RM_StreamAdd`, then an approximate trim to `maxlen`.
+/// Returns the new entry's id and, when entries were trimmed, the length kept.
+fn raw_append(
+    ctx: &Context,
+    key_name: &RedisString,
+    fields: &[RedisString],
+    maxlen: i64,
+) -> Result<(RedisModuleStreamID, Option<usize>), RedisError> {
+    let missing = || err("internal: the stream API is not available in this Redis");
+    // SAFETY: function pointers are set by Redis at module load and never change.
+    let (open, key_type, add, trim, length) = unsafe {
+        (
+            raw::RedisModule_OpenKey.ok_or_else(missing)?,
+            raw::RedisModule_KeyType.ok_or_else(missing)?,
+            raw::RedisModule_StreamAdd.ok_or_else(missing)?,
+            raw::RedisModule_StreamTrimByLength.ok_or_else(missing)?,
+            raw::RedisModule_ValueLength.ok_or_else(missing)?,
+        )
+    };
+    let mode = (raw::REDISMODULE_READ | raw::REDISMODULE_WRITE) as c_int;
+    // SAFETY: ctx and key_name are valid for the duration of this command.
+    let key = NonNull::new(unsafe { open(ctx.get_raw(), key_name.inner, mode) })
+        .map(OpenKey)
+        .ok_or_else(|| err("internal: cannot open an inbox stream"))?;
+
+    // SAFETY: `key` is an open key.
+    let kind = unsafe { key_type(key.0.as_ptr()) };
+    if kind != raw::REDISMODULE_KEYTYPE_EMPTY as c_int
+        && kind != raw::REDISMODULE_KEYTYPE_STREAM as c_int
+    {
+        return Err(RedisError::Str(
+            "WRONGTYPE an inbox key holds something other than a stream",
+        ));
+    }
+
+    let mut argv: Vec<*mut raw::RedisModuleString> = fields.iter().map(|f| f.inner).collect();
+    let mut id = RedisModuleStreamID { ms: 0, seq: 0 };
+    let pairs = (argv.len() / 2) as i64;
+    // SAFETY: argv holds `pairs` field/value pairs of live strings; id is written by Redis.
+    let status = unsafe {
+        add(
+            key.0.as_ptr(),
+            raw::REDISMODULE_STREAM_ADD_AUTOID as c_int,
+            &mut id,
+            argv.as_mut_ptr(),
+            pairs,
+        )
+    };
+    if status != raw::REDISMODULE_OK as c_int {
+        return Err(err("cannot append to an inbox stream"));
+    }
+
+    // SAFETY: `key` is an open stream key.
+    let len = unsafe { length(key.0.as_ptr()) };
+    let mut kept = None;
+    if maxlen > 0 && len > maxlen as usize {
+        let approx = raw::REDISMODULE_STREAM_TRIM_APPROX as c_int;
+        // SAFETY: as above.
+        let trimmed = unsafe { trim(key.0.as_ptr(), approx, maxlen) };
+        if trimmed > 0 {
+            // SAFETY: as above.
+            kept = Some(unsafe { length(key.0.as_ptr()) });
+        }
+    }
+    Ok((id, kept))
+}

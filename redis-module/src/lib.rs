@@ -1,0 +1,111 @@
+//! The roomcast Redis module (`libroomcast.so`, module name `roomcast`).
+//!
+//! It is the single source of truth of a roomcast deployment. Inside Redis, atomically,
+//! it owns presence (which connections a user has, on which edge node), room
+//! membership, per-sender rate limits and node leases, and it *routes*: a message
+//! published to a room is appended once to the inbox stream of every edge node that
+//! has a member of the room, and nowhere else.
+//!
+//! Every command's first argument is its routing key (a room, a user, or a partition),
+//! so each command touches exactly one partition — one Redis Cluster slot — and stays
+//! atomic there. Writes reach replicas and the AOF as their effects: plain `HSET`,
+//! `SADD`, `SET … PXAT`, and `XADD` with the concrete ids the primary generated.
+//!
+//! Module code must never panic (a panic aborts Redis): `unwrap`, `expect`, `panic!`
+//! and unchecked indexing are denied by clippy for this crate.
+//!
+//! # Layout
+//!
+//! - [`config`]: policies as native module configs (`roomcast.*`).
+//! - [`state`]: the partition layout fixed at load, activity counters and gauges.
+//! - [`args`]: argument checking shared by all commands.
+//! - [`ops`]: replicated writes and low-level reads of plain Redis values.
+//! - [`inbox`]: the publish hot path: low-level `XADD` into node inboxes + replication.
+//! - [`membership`]: joins, leaves, connections and node removal inside a partition.
+//! - [`sender`]: the publish policy (GCRA rate, strikes, bans, kicks).
+//! - [`sweep`]: the timer that removes nodes whose lease expired.
+//! - [`commands`]: one file per group of `RC.*` commands.
+//!
+//! Pure logic (partitions, names, key layout, inbox entry fields, GCRA, JSON checks)
+//! lives in the `roomcast-common` crate, shared with the edge.
+
+pub mod args;
+pub mod commands;
+pub mod config;
+pub mod inbox;
+pub mod membership;
+pub mod ops;
+pub mod sender;
+pub mod state;
+pub mod sweep;
+
+use redis_module::configuration::ConfigurationFlags;
+use redis_module::{redis_module, Context, InfoContext, RedisResult, RedisString, Status};
+use roomcast_common::partition::MAX_PARTITIONS;
+
+use commands::{info, kick, node, presence, publish, rooms, throttle};
+use config::defaults;
+
+/// Builds the partition layout and starts the sweep timer once configs are loaded.
+fn init(ctx: &Context, _args: &[RedisString]) -> Status {
+    match state::init_layout(config::get(&config::PARTITIONS)) {
+        Ok(()) => {
+            sweep::start(ctx);
+            Status::Ok
+        }
+        Err(e) => {
+            ctx.log_warning(&format!("roomcast: {e}"));
+            Status::Err
+        }
+    }
+}
+
+fn info_section(ctx: &InfoContext, for_crash_report: bool) {
+    info::info_section(ctx, for_crash_report);
+}
+
+/// `RC.INFO` needs no key; every other command routes by its first argument.
+fn rc_info(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    info::info(ctx, args)
+}
+
+redis_module! {
+    name: "roomcast",
+    version: 1,
+    allocator: (redis_module::alloc::RedisAlloc, redis_module::alloc::RedisAlloc),
+    data_types: [],
+    init: init,
+    info: info_section,
+    commands: [
+        ["rc.node.lease", node::lease, "write deny-oom fast", 1, 1, 1, ""],
+        ["rc.node.down", node::down, "write", 1, 1, 1, ""],
+        ["rc.connect", presence::connect, "write deny-oom fast", 1, 1, 1, ""],
+        ["rc.disconnect", presence::disconnect, "write fast", 1, 1, 1, ""],
+        ["rc.conns", presence::conns, "readonly", 1, 1, 1, ""],
+        ["rc.join", rooms::join, "write deny-oom", 1, 1, 1, ""],
+        ["rc.leave", rooms::leave, "write", 1, 1, 1, ""],
+        ["rc.members", rooms::members, "readonly", 1, 1, 1, ""],
+        ["rc.presence", rooms::presence, "readonly", 1, 1, 1, ""],
+        ["rc.publish", publish::publish, "write deny-oom", 1, 1, 1, ""],
+        ["rc.send", publish::send, "write deny-oom", 1, 1, 1, ""],
+        ["rc.kick", kick::kick, "write deny-oom", 1, 1, 1, ""],
+        ["rc.throttle", throttle::throttle, "write deny-oom fast", 1, 1, 1, ""],
+        ["rc.info", rc_info, "readonly", 0, 0, 0, ""],
+    ],
+    configurations: [
+        i64: [
+            ["partitions", &config::PARTITIONS, defaults::PARTITIONS, 1, MAX_PARTITIONS as i64, ConfigurationFlags::IMMUTABLE, None],
+            ["publish-rate", &config::PUBLISH_RATE, defaults::PUBLISH_RATE, 0, 1_000_000, ConfigurationFlags::DEFAULT, None],
+            ["publish-burst", &config::PUBLISH_BURST, defaults::PUBLISH_BURST, 0, 1_000_000, ConfigurationFlags::DEFAULT, None],
+            ["ban-after", &config::BAN_AFTER, defaults::BAN_AFTER, 0, 1_000_000, ConfigurationFlags::DEFAULT, None],
+            ["ban-ms", &config::BAN_MS, defaults::BAN_MS, 0, 31_536_000_000, ConfigurationFlags::DEFAULT, None],
+            ["max-payload-bytes", &config::MAX_PAYLOAD_BYTES, defaults::MAX_PAYLOAD_BYTES, 1, 536_870_912, ConfigurationFlags::DEFAULT, None],
+            ["max-conns-per-user", &config::MAX_CONNS_PER_USER, defaults::MAX_CONNS_PER_USER, 0, 1_000_000, ConfigurationFlags::DEFAULT, None],
+            ["inbox-maxlen", &config::INBOX_MAXLEN, defaults::INBOX_MAXLEN, 16, 1_000_000_000, ConfigurationFlags::DEFAULT, None],
+        ],
+        string: [],
+        bool: [],
+        enum: [],
+        module_args_as_configuration: true,
+    ]
+}

@@ -1,0 +1,48 @@
+//! Helpers to read Redis replies in assertions.
+
+use redis::{RedisError, Value};
+
+/// `code detail` of an error reply (`"LIMITED retry_after_ms=12"`).
+pub fn error_text(err: &RedisError) -> String {
+    match (err.code(), err.detail()) {
+        (Some(code), Some(detail)) => format!("{code} {detail}"),
+        (Some(code), None) => code.to_string(),
+        _ => err.to_string(),
+    }
+}
+
+/// An integer reply.
+pub fn int(v: &Value) -> i64 {
+    match v {
+        Value::Int(n) => *n,
+        other => panic!("expected an integer, got {other:?}"),
+    }
+}
+
+/// A bulk or simple string reply, as text.
+pub fn text(v: &Value) -> String {
+    match v {
+        Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+        Value::SimpleString(s) => s.clone(),
+        Value::Okay => "OK".to_string(),
+        other => panic!("expected a string, got {other:?}"),
+    }
+}
+
+/// An array reply's elements.
+pub fn array(v: &Value) -> &[Value] {
+    match v {
+        Value::Array(items) => items,
+        other => panic!("expected an array, got {other:?}"),
+    }
+}
+
+/// An array of strings.
+pub fn strings(v: &Value) -> Vec<String> {
+    array(v).iter().map(text).collect()
+}
+
+/// An array of integers.
+pub fn ints(v: &Value) -> Vec<i64> {
+    array(v).iter().map(int).collect()
+}

@@ -1,0 +1,104 @@
+//! roomcast-specific helpers: key names, inbox contents, state snapshots.
+
+use redis::{Connection, Value};
+use roomcast_common::keys::PartitionKeys;
+use roomcast_common::partition::Partitioner;
+
+use crate::reply::{array, text};
+
+/// The layout of a dataset with `count` partitions (the module default is 16).
+pub fn layout(count: u32) -> Partitioner {
+    Partitioner::new(count).expect("valid partition count")
+}
+
+/// Key builder of the partition `name` (a room or user) belongs to, 16 partitions.
+pub fn keys_of(name: &str) -> PartitionKeys {
+    let p = layout(16);
+    PartitionKeys::new(p.tag(p.partition_of(name.as_bytes())))
+}
+
+/// One inbox stream entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboxEntry {
+    /// Stream id.
+    pub id: String,
+    /// Field/value pairs in order.
+    pub fields: Vec<(String, Vec<u8>)>,
+}
+
+impl InboxEntry {
+    /// A field's value as text ("" when absent).
+    pub fn get(&self, name: &str) -> String {
+        self.fields
+            .iter()
+            .find(|(f, _)| f == name)
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+            .unwrap_or_default()
+    }
+
+    /// A field's raw bytes.
+    pub fn bytes(&self, name: &str) -> Vec<u8> {
+        self.fields
+            .iter()
+            .find(|(f, _)| f == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    }
+
+    /// Field names in order.
+    pub fn names(&self) -> Vec<&str> {
+        self.fields.iter().map(|(f, _)| f.as_str()).collect()
+    }
+}
+
+/// Every entry of node `node`'s inbox in the partition of `name`.
+pub fn inbox(conn: &mut Connection, name: &str, node: &str) -> Vec<InboxEntry> {
+    stream(conn, &keys_of(name).inbox(node))
+}
+
+/// Every entry of a stream.
+pub fn stream(conn: &mut Connection, key: &str) -> Vec<InboxEntry> {
+    let reply: Value = redis::cmd("XRANGE")
+        .arg(key)
+        .arg("-")
+        .arg("+")
+        .query(conn)
+        .expect("XRANGE");
+    array(&reply)
+        .iter()
+        .map(|entry| {
+            let parts = array(entry);
+            let id = text(&parts[0]);
+            let flat = array(&parts[1]);
+            let fields = flat
+                .chunks(2)
+                .map(|pair| {
+                    let value = match &pair[1] {
+                        Value::BulkString(b) => b.clone(),
+                        other => text(other).into_bytes(),
+                    };
+                    (text(&pair[0]), value)
+                })
+                .collect();
+            InboxEntry { id, fields }
+        })
+        .collect()
+}
+
+/// `DEBUG DIGEST`: one hash of the whole dataset (keys, values, expiry times).
+pub fn digest(conn: &mut Connection) -> String {
+    redis::cmd("DEBUG")
+        .arg("DIGEST")
+        .query(conn)
+        .expect("DEBUG DIGEST")
+}
+
+/// Blocks until every replica acknowledged the primary's writes so far.
+pub fn wait_replicas(conn: &mut Connection, replicas: usize) {
+    let acked: i64 = redis::cmd("WAIT")
+        .arg(replicas)
+        .arg(5000)
+        .query(conn)
+        .expect("WAIT");
+    assert!(acked >= replicas as i64, "only {acked} replicas acknowledged");
+}
