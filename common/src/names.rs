@@ -37,7 +37,10 @@ impl fmt::Display for NameError {
             NameError::NotUtf8 => write!(f, "is not valid UTF-8"),
             NameError::BadCharacter => write!(f, "contains a character that is not allowed"),
             NameError::WrongTag(expected) => {
-                write!(f, "carries the wrong partition tag (expected {{{expected}}})")
+                write!(
+                    f,
+                    "carries the wrong partition tag (expected {{{expected}}})"
+                )
             }
             NameError::UnclosedTag => write!(f, "starts with '{{' but has no closing '}}'"),
         }

@@ -9,7 +9,25 @@ use crate::state::Layout;
 
 /// An `-ERR …` reply.
 pub fn err(message: impl std::fmt::Display) -> RedisError {
-    RedisError::String(format!("ERR {message}"))
+    coded("ERR", message)
+}
+
+/// An error reply with its own code (`LIMITED`, `BANNED`, `TOOMANY`, `WRONGTYPE`).
+///
+/// Error replies are single RESP lines and redis-module passes them through as bytes
+/// of `char`s truncated to `u8`, so anything outside printable ASCII (names may be
+/// Unicode) is written as `\u{…}` escapes, keeping the reply valid and readable.
+pub fn coded(code: &str, message: impl std::fmt::Display) -> RedisError {
+    let text = format!("{code} {message}");
+    let mut ascii = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_ascii() && !c.is_ascii_control() {
+            ascii.push(c);
+        } else {
+            ascii.extend(c.escape_unicode());
+        }
+    }
+    RedisError::String(ascii)
 }
 
 /// Checks the exact number of arguments (command name included), or a range.
@@ -97,4 +115,19 @@ pub fn options<'a, const N: usize>(
         *entry = Some(value);
     }
     Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_replies_stay_printable_ascii() {
+        let text = match coded("TOOMANY", "user zoë\r\nhas 3") {
+            RedisError::String(text) => text,
+            other => format!("{other:?}"),
+        };
+        assert_eq!(text, "TOOMANY user zo\\u{eb}\\u{d}\\u{a}has 3");
+        assert!(text.bytes().all(|b| (0x20..0x7f).contains(&b)));
+    }
 }

@@ -60,6 +60,17 @@ fn init(ctx: &Context, _args: &[RedisString]) -> Status {
     }
 }
 
+/// Inside Redis every allocation goes through Redis's allocator (so `INFO memory` and
+/// `maxmemory` see it); unit tests run outside Redis and use the system allocator.
+#[cfg(not(test))]
+type ModuleAllocator = redis_module::alloc::RedisAlloc;
+#[cfg(not(test))]
+const MODULE_ALLOCATOR: ModuleAllocator = redis_module::alloc::RedisAlloc;
+#[cfg(test)]
+type ModuleAllocator = std::alloc::System;
+#[cfg(test)]
+const MODULE_ALLOCATOR: ModuleAllocator = std::alloc::System;
+
 fn info_section(ctx: &InfoContext, for_crash_report: bool) {
     info::info_section(ctx, for_crash_report);
 }
@@ -72,7 +83,7 @@ fn rc_info(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
 redis_module! {
     name: "roomcast",
     version: 1,
-    allocator: (redis_module::alloc::RedisAlloc, redis_module::alloc::RedisAlloc),
+    allocator: (ModuleAllocator, MODULE_ALLOCATOR),
     data_types: [],
     init: init,
     info: info_section,

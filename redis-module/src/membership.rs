@@ -74,7 +74,11 @@ pub fn join(
             "connection {conn} is already in room {room} for another node or user"
         )));
     }
-    ops::write(ctx, "HSET", &[conns_key.as_bytes(), conn.as_bytes(), value.as_bytes()])?;
+    ops::write(
+        ctx,
+        "HSET",
+        &[conns_key.as_bytes(), conn.as_bytes(), value.as_bytes()],
+    )?;
     let user_conns = ops::write(
         ctx,
         "HINCRBY",
@@ -88,7 +92,10 @@ pub fn join(
     ops::write(
         ctx,
         "SADD",
-        &[keys.node_rooms(node).as_bytes(), pair(conn, room).as_bytes()],
+        &[
+            keys.node_rooms(node).as_bytes(),
+            pair(conn, room).as_bytes(),
+        ],
     )?;
     ops::write(ctx, "SADD", &[keys.rooms().as_bytes(), room.as_bytes()])?;
     if user_conns == 1 {
@@ -130,7 +137,10 @@ pub fn leave(
     ops::write(
         ctx,
         "SREM",
-        &[keys.node_rooms(node).as_bytes(), pair(conn, room).as_bytes()],
+        &[
+            keys.node_rooms(node).as_bytes(),
+            pair(conn, room).as_bytes(),
+        ],
     )?;
     if ops::count(ctx, "HLEN", &conns_key)? == 0 {
         ops::write(ctx, "SREM", &[keys.rooms().as_bytes(), room.as_bytes()])?;
@@ -206,7 +216,10 @@ pub fn disconnect(
     ops::write(
         ctx,
         "SREM",
-        &[keys.node_users(node).as_bytes(), pair(conn, user).as_bytes()],
+        &[
+            keys.node_users(node).as_bytes(),
+            pair(conn, user).as_bytes(),
+        ],
     )?;
     Ok(true)
 }
@@ -221,11 +234,7 @@ pub struct Removed {
 
 /// Removes everything `node` holds in the partition — memberships (with leave events
 /// to the remaining members' nodes), connections, its inbox and its lease.
-pub fn remove_node(
-    ctx: &Context,
-    keys: &PartitionKeys,
-    node: &str,
-) -> Result<Removed, RedisError> {
+pub fn remove_node(ctx: &Context, keys: &PartitionKeys, node: &str) -> Result<Removed, RedisError> {
     let mut removed = Removed {
         connections: 0,
         memberships: 0,

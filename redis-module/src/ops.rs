@@ -5,12 +5,10 @@
 //! times); reads use the low-level key API, which is faster and never replicates.
 
 use redis_module::key::{KeyFlags, RedisKey};
-use redis_module::{
-    CallOptions, CallOptionsBuilder, CallReply, CallResult, Context, RedisError,
-};
 use redis_module::{raw::KeyType, ScanKeyCursor};
+use redis_module::{CallOptions, CallOptionsBuilder, CallReply, CallResult, Context, RedisError};
 
-use crate::args::err;
+use crate::args::{coded, err};
 
 /// Options for every write: replicate the effect, return errors as values.
 fn write_options() -> CallOptions {
@@ -39,9 +37,10 @@ fn expect_type(key_type: KeyType, expected: KeyType, name: &str) -> Result<bool,
         return Ok(false);
     }
     if key_type != expected {
-        return Err(RedisError::String(format!(
-            "WRONGTYPE roomcast key {name} holds the wrong kind of value"
-        )));
+        return Err(coded(
+            "WRONGTYPE",
+            format!("roomcast key {name} holds the wrong kind of value"),
+        ));
     }
     Ok(true)
 }
@@ -121,7 +120,12 @@ pub fn now_ms() -> i64 {
 
 /// Stores a string value that expires at an absolute time (`SET key value PXAT ms`),
 /// replicated as written so replicas and the AOF get the same absolute expiry.
-pub fn set_until(ctx: &Context, name: &str, value: &str, expire_at_ms: i64) -> Result<(), RedisError> {
+pub fn set_until(
+    ctx: &Context,
+    name: &str,
+    value: &str,
+    expire_at_ms: i64,
+) -> Result<(), RedisError> {
     write(
         ctx,
         "SET",

@@ -16,7 +16,7 @@ use roomcast_common::entry::Kind;
 use roomcast_common::gcra::{self, ceil_millis, Quota, TatStore};
 use roomcast_common::keys::PartitionKeys;
 
-use crate::args::err;
+use crate::args::{coded, err};
 use crate::inbox::Entry;
 use crate::state::{layout, BANNED, LIMITED};
 use crate::{config, membership, ops};
@@ -148,7 +148,10 @@ pub fn check(ctx: &Context, sender: &str, routing_partition: u32) -> Result<(), 
     if rate == 0 && stored.is_none() {
         return Ok(());
     }
-    let mut state = stored.as_deref().map(SenderState::parse).unwrap_or_default();
+    let mut state = stored
+        .as_deref()
+        .map(SenderState::parse)
+        .unwrap_or_default();
     let before = state;
     let quota = if rate > 0 {
         Some(Quota::per_second(rate, config::get(&config::PUBLISH_BURST)).map_err(err)?)
@@ -170,7 +173,7 @@ pub fn check(ctx: &Context, sender: &str, routing_partition: u32) -> Result<(), 
         Verdict::Allowed => Ok(()),
         Verdict::Limited(retry) => {
             LIMITED.add(1);
-            Err(RedisError::String(format!("LIMITED retry_after_ms={retry}")))
+            Err(coded("LIMITED", format!("retry_after_ms={retry}")))
         }
         Verdict::Banned {
             retry_after_ms,
@@ -180,9 +183,7 @@ pub fn check(ctx: &Context, sender: &str, routing_partition: u32) -> Result<(), 
                 BANNED.add(1);
                 kick_everywhere(ctx, keys, sender, cluster)?;
             }
-            Err(RedisError::String(format!(
-                "BANNED retry_after_ms={retry_after_ms}"
-            )))
+            Err(coded("BANNED", format!("retry_after_ms={retry_after_ms}")))
         }
     }
 }
@@ -197,7 +198,11 @@ fn kick_everywhere(
     cluster: bool,
 ) -> Result<(), RedisError> {
     let layout = layout()?;
-    let entry = Entry::new(ctx, Kind::Kick, &[user.as_bytes(), b"", BAN_REASON.as_bytes()])?;
+    let entry = Entry::new(
+        ctx,
+        Kind::Kick,
+        &[user.as_bytes(), b"", BAN_REASON.as_bytes()],
+    )?;
     let (keys, nodes): (&PartitionKeys, Vec<String>) = if cluster {
         let nodes = ops::hgetall(ctx, &keys.nodes())?
             .into_iter()
@@ -221,6 +226,7 @@ fn kick_everywhere(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -241,18 +247,36 @@ mod tests {
     fn limited_then_banned_after_strikes_in_a_row() {
         let quota = Quota::per_second(1, 0).unwrap();
         let mut state = SenderState::default();
-        assert_eq!(decide(&mut state, NOW, Some(&quota), 3, 5000), Verdict::Allowed);
-        assert!(matches!(decide(&mut state, NOW, Some(&quota), 3, 5000), Verdict::Limited(_)));
-        assert!(matches!(decide(&mut state, NOW, Some(&quota), 3, 5000), Verdict::Limited(_)));
         assert_eq!(
             decide(&mut state, NOW, Some(&quota), 3, 5000),
-            Verdict::Banned { retry_after_ms: 5000, new: true }
+            Verdict::Allowed
+        );
+        assert!(matches!(
+            decide(&mut state, NOW, Some(&quota), 3, 5000),
+            Verdict::Limited(_)
+        ));
+        assert!(matches!(
+            decide(&mut state, NOW, Some(&quota), 3, 5000),
+            Verdict::Limited(_)
+        ));
+        assert_eq!(
+            decide(&mut state, NOW, Some(&quota), 3, 5000),
+            Verdict::Banned {
+                retry_after_ms: 5000,
+                new: true
+            }
         );
         assert_eq!(
             decide(&mut state, NOW + 1000, Some(&quota), 3, 5000),
-            Verdict::Banned { retry_after_ms: 4000, new: false }
+            Verdict::Banned {
+                retry_after_ms: 4000,
+                new: false
+            }
         );
-        assert_eq!(decide(&mut state, NOW + 5000, Some(&quota), 3, 5000), Verdict::Allowed);
+        assert_eq!(
+            decide(&mut state, NOW + 5000, Some(&quota), 3, 5000),
+            Verdict::Allowed
+        );
     }
 
     #[test]
@@ -260,9 +284,15 @@ mod tests {
         let quota = Quota::per_second(1, 0).unwrap();
         let mut state = SenderState::default();
         decide(&mut state, NOW, Some(&quota), 2, 5000);
-        assert_eq!(decide(&mut state, NOW, Some(&quota), 2, 5000), Verdict::Limited(1000));
+        assert_eq!(
+            decide(&mut state, NOW, Some(&quota), 2, 5000),
+            Verdict::Limited(1000)
+        );
         assert_eq!(state.strikes, 1);
-        assert_eq!(decide(&mut state, NOW + 1000, Some(&quota), 2, 5000), Verdict::Allowed);
+        assert_eq!(
+            decide(&mut state, NOW + 1000, Some(&quota), 2, 5000),
+            Verdict::Allowed
+        );
         assert_eq!(state.strikes, 0);
     }
 
@@ -272,7 +302,10 @@ mod tests {
             ban_until_ms: NOW + 10,
             ..Default::default()
         };
-        assert!(matches!(decide(&mut state, NOW, None, 0, 0), Verdict::Banned { .. }));
+        assert!(matches!(
+            decide(&mut state, NOW, None, 0, 0),
+            Verdict::Banned { .. }
+        ));
         assert_eq!(decide(&mut state, NOW + 10, None, 0, 0), Verdict::Allowed);
     }
 }

@@ -33,7 +33,7 @@ fn tick(ctx: &Context, count: u32) {
     if primary {
         sweep(ctx);
     }
-    if count % GAUGE_TICKS == 0 {
+    if count.is_multiple_of(GAUGE_TICKS) {
         refresh_gauges(ctx);
     }
     ctx.create_timer(SWEEP_EVERY, tick, count.wrapping_add(1));

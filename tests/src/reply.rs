@@ -46,3 +46,10 @@ pub fn strings(v: &Value) -> Vec<String> {
 pub fn ints(v: &Value) -> Vec<i64> {
     array(v).iter().map(int).collect()
 }
+
+/// The first two integers of an `RC.PUBLISH` / `RC.SEND` / `RC.KICK` reply:
+/// `(connections, nodes)`.
+pub fn counts(v: &Value) -> (i64, i64) {
+    let items = array(v);
+    (int(&items[0]), int(&items[1]))
+}

@@ -100,5 +100,8 @@ pub fn wait_replicas(conn: &mut Connection, replicas: usize) {
         .arg(5000)
         .query(conn)
         .expect("WAIT");
-    assert!(acked >= replicas as i64, "only {acked} replicas acknowledged");
+    assert!(
+        acked >= replicas as i64,
+        "only {acked} replicas acknowledged"
+    );
 }

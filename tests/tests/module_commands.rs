@@ -21,45 +21,127 @@ fn expect_err(redis: &Redis, conn: &mut redis::Connection, args: &[&str], needle
 fn presence_and_membership_happy_path() {
     let redis = Redis::start(&[]);
     let mut c = redis.conn();
-    assert_eq!(int(&redis.cmd(&mut c, &["RC.NODE.LEASE", "lobby", "n1", "10000"]).unwrap()), 1);
-    assert_eq!(int(&redis.cmd(&mut c, &["RC.NODE.LEASE", "lobby", "n1", "10000"]).unwrap()), 0);
-    redis.cmd(&mut c, &["RC.NODE.LEASE", "ann", "n1", "10000"]).unwrap();
-    redis.cmd(&mut c, &["RC.NODE.LEASE", "bob", "n1", "10000"]).unwrap();
+    assert_eq!(
+        int(&redis
+            .cmd(&mut c, &["RC.NODE.LEASE", "lobby", "n1", "10000"])
+            .unwrap()),
+        1
+    );
+    assert_eq!(
+        int(&redis
+            .cmd(&mut c, &["RC.NODE.LEASE", "lobby", "n1", "10000"])
+            .unwrap()),
+        0
+    );
+    redis
+        .cmd(&mut c, &["RC.NODE.LEASE", "ann", "n1", "10000"])
+        .unwrap();
+    redis
+        .cmd(&mut c, &["RC.NODE.LEASE", "bob", "n1", "10000"])
+        .unwrap();
 
-    assert_eq!(int(&redis.cmd(&mut c, &["RC.CONNECT", "ann", "n1", "c1"]).unwrap()), 1);
+    assert_eq!(
+        int(&redis
+            .cmd(&mut c, &["RC.CONNECT", "ann", "n1", "c1"])
+            .unwrap()),
+        1
+    );
     let meta = r#"{"device":"phone"}"#;
     assert_eq!(
-        int(&redis.cmd(&mut c, &["RC.CONNECT", "ann", "n1", "c2", "META", meta]).unwrap()),
+        int(&redis
+            .cmd(&mut c, &["RC.CONNECT", "ann", "n1", "c2", "META", meta])
+            .unwrap()),
         2
     );
     // Connecting again is idempotent.
-    assert_eq!(int(&redis.cmd(&mut c, &["RC.CONNECT", "ann", "n1", "c1"]).unwrap()), 2);
-    redis.cmd(&mut c, &["RC.CONNECT", "bob", "n1", "c3"]).unwrap();
+    assert_eq!(
+        int(&redis
+            .cmd(&mut c, &["RC.CONNECT", "ann", "n1", "c1"])
+            .unwrap()),
+        2
+    );
+    redis
+        .cmd(&mut c, &["RC.CONNECT", "bob", "n1", "c3"])
+        .unwrap();
 
     let conns = redis.cmd(&mut c, &["RC.CONNS", "ann"]).unwrap();
     let conns = array(&conns);
     assert_eq!(conns.len(), 2);
     let first = array(&conns[0]);
-    assert_eq!((text(&first[0]), text(&first[1])), ("c1".into(), "n1".into()));
+    assert_eq!(
+        (text(&first[0]), text(&first[1])),
+        ("c1".into(), "n1".into())
+    );
     assert_eq!(first[2], redis::Value::Nil);
     assert_eq!(text(&array(&conns[1])[2]), meta);
 
-    assert_eq!(int(&redis.cmd(&mut c, &["RC.JOIN", "lobby", "n1", "c1", "ann"]).unwrap()), 1);
-    assert_eq!(int(&redis.cmd(&mut c, &["RC.JOIN", "lobby", "n1", "c1", "ann"]).unwrap()), 0);
-    redis.cmd(&mut c, &["RC.JOIN", "lobby", "n1", "c2", "ann"]).unwrap();
-    redis.cmd(&mut c, &["RC.JOIN", "lobby", "n1", "c3", "bob"]).unwrap();
-    assert_eq!(strings(&redis.cmd(&mut c, &["RC.MEMBERS", "lobby"]).unwrap()), ["c1", "c2", "c3"]);
-    assert_eq!(strings(&redis.cmd(&mut c, &["RC.PRESENCE", "lobby"]).unwrap()), ["ann", "bob"]);
+    assert_eq!(
+        int(&redis
+            .cmd(&mut c, &["RC.JOIN", "lobby", "n1", "c1", "ann"])
+            .unwrap()),
+        1
+    );
+    assert_eq!(
+        int(&redis
+            .cmd(&mut c, &["RC.JOIN", "lobby", "n1", "c1", "ann"])
+            .unwrap()),
+        0
+    );
+    redis
+        .cmd(&mut c, &["RC.JOIN", "lobby", "n1", "c2", "ann"])
+        .unwrap();
+    redis
+        .cmd(&mut c, &["RC.JOIN", "lobby", "n1", "c3", "bob"])
+        .unwrap();
+    assert_eq!(
+        strings(&redis.cmd(&mut c, &["RC.MEMBERS", "lobby"]).unwrap()),
+        ["c1", "c2", "c3"]
+    );
+    assert_eq!(
+        strings(&redis.cmd(&mut c, &["RC.PRESENCE", "lobby"]).unwrap()),
+        ["ann", "bob"]
+    );
 
-    assert_eq!(int(&redis.cmd(&mut c, &["RC.LEAVE", "lobby", "n1", "c1"]).unwrap()), 1);
-    assert_eq!(int(&redis.cmd(&mut c, &["RC.LEAVE", "lobby", "n1", "c1"]).unwrap()), 0);
-    assert_eq!(strings(&redis.cmd(&mut c, &["RC.PRESENCE", "lobby"]).unwrap()), ["ann", "bob"]);
-    redis.cmd(&mut c, &["RC.LEAVE", "lobby", "n1", "c2"]).unwrap();
-    assert_eq!(strings(&redis.cmd(&mut c, &["RC.PRESENCE", "lobby"]).unwrap()), ["bob"]);
+    assert_eq!(
+        int(&redis
+            .cmd(&mut c, &["RC.LEAVE", "lobby", "n1", "c1"])
+            .unwrap()),
+        1
+    );
+    assert_eq!(
+        int(&redis
+            .cmd(&mut c, &["RC.LEAVE", "lobby", "n1", "c1"])
+            .unwrap()),
+        0
+    );
+    assert_eq!(
+        strings(&redis.cmd(&mut c, &["RC.PRESENCE", "lobby"]).unwrap()),
+        ["ann", "bob"]
+    );
+    redis
+        .cmd(&mut c, &["RC.LEAVE", "lobby", "n1", "c2"])
+        .unwrap();
+    assert_eq!(
+        strings(&redis.cmd(&mut c, &["RC.PRESENCE", "lobby"]).unwrap()),
+        ["bob"]
+    );
 
-    assert_eq!(int(&redis.cmd(&mut c, &["RC.DISCONNECT", "ann", "n1", "c1"]).unwrap()), 1);
-    assert_eq!(int(&redis.cmd(&mut c, &["RC.DISCONNECT", "ann", "n1", "c1"]).unwrap()), 0);
-    assert_eq!(array(&redis.cmd(&mut c, &["RC.CONNS", "ann"]).unwrap()).len(), 1);
+    assert_eq!(
+        int(&redis
+            .cmd(&mut c, &["RC.DISCONNECT", "ann", "n1", "c1"])
+            .unwrap()),
+        1
+    );
+    assert_eq!(
+        int(&redis
+            .cmd(&mut c, &["RC.DISCONNECT", "ann", "n1", "c1"])
+            .unwrap()),
+        0
+    );
+    assert_eq!(
+        array(&redis.cmd(&mut c, &["RC.CONNS", "ann"]).unwrap()).len(),
+        1
+    );
 
     // An unknown room is simply empty.
     assert!(strings(&redis.cmd(&mut c, &["RC.MEMBERS", "nowhere"]).unwrap()).is_empty());
@@ -70,75 +152,181 @@ fn tagged_and_plain_names_address_the_same_room() {
     let redis = Redis::start(&[]);
     let mut c = redis.conn();
     let tagged = layout(16).tagged("lobby");
-    redis.cmd(&mut c, &["RC.NODE.LEASE", &tagged, "n1", "10000"]).unwrap();
-    redis.cmd(&mut c, &["RC.JOIN", &tagged, "n1", "c1", "ann"]).unwrap();
-    assert_eq!(strings(&redis.cmd(&mut c, &["RC.MEMBERS", "lobby"]).unwrap()), ["c1"]);
+    redis
+        .cmd(&mut c, &["RC.NODE.LEASE", &tagged, "n1", "10000"])
+        .unwrap();
+    redis
+        .cmd(&mut c, &["RC.JOIN", &tagged, "n1", "c1", "ann"])
+        .unwrap();
+    assert_eq!(
+        strings(&redis.cmd(&mut c, &["RC.MEMBERS", "lobby"]).unwrap()),
+        ["c1"]
+    );
     // A bare tag addresses the partition.
     let tag = format!("{{{}}}", layout(16).tag(layout(16).partition_of(b"lobby")));
-    assert_eq!(int(&redis.cmd(&mut c, &["RC.NODE.LEASE", &tag, "n1", "10000"]).unwrap()), 0);
+    assert_eq!(
+        int(&redis
+            .cmd(&mut c, &["RC.NODE.LEASE", &tag, "n1", "10000"])
+            .unwrap()),
+        0
+    );
     // The wrong tag is refused, naming the right one.
-    let wrong = format!("{{{}}}lobby", layout(16).tag((layout(16).partition_of(b"lobby") + 1) % 16));
-    expect_err(&redis, &mut c, &["RC.MEMBERS", &wrong], "wrong partition tag");
+    let wrong = format!(
+        "{{{}}}lobby",
+        layout(16).tag((layout(16).partition_of(b"lobby") + 1) % 16)
+    );
+    expect_err(
+        &redis,
+        &mut c,
+        &["RC.MEMBERS", &wrong],
+        "wrong partition tag",
+    );
 }
 
 #[test]
 fn bad_arguments_get_useful_errors() {
     let redis = Redis::start(&[]);
     let mut c = redis.conn();
-    redis.cmd(&mut c, &["RC.NODE.LEASE", "lobby", "n1", "10000"]).unwrap();
+    redis
+        .cmd(&mut c, &["RC.NODE.LEASE", "lobby", "n1", "10000"])
+        .unwrap();
     let cases: &[(&[&str], &str)] = &[
-        (&["RC.NODE.LEASE", "lobby", "n1"], "wrong number of arguments"),
-        (&["RC.NODE.LEASE", "lobby", "n1", "soon"], "ttl_ms must be an integer"),
-        (&["RC.NODE.LEASE", "lobby", "n1", "0"], "ttl_ms must be between"),
-        (&["RC.NODE.LEASE", "lobby", "n1", "-5"], "ttl_ms must be between"),
+        (
+            &["RC.NODE.LEASE", "lobby", "n1"],
+            "wrong number of arguments",
+        ),
+        (
+            &["RC.NODE.LEASE", "lobby", "n1", "soon"],
+            "ttl_ms must be an integer",
+        ),
+        (
+            &["RC.NODE.LEASE", "lobby", "n1", "0"],
+            "ttl_ms must be between",
+        ),
+        (
+            &["RC.NODE.LEASE", "lobby", "n1", "-5"],
+            "ttl_ms must be between",
+        ),
         (&["RC.NODE.LEASE", "lobby", "n:1", "100"], "invalid node id"),
         (&["RC.NODE.LEASE", "", "n1", "100"], "invalid partition"),
-        (&["RC.NODE.LEASE", "{nope}", "n1", "100"], "invalid partition"),
+        (
+            &["RC.NODE.LEASE", "{nope}", "n1", "100"],
+            "invalid partition",
+        ),
         (&["RC.NODE.DOWN", "lobby"], "wrong number of arguments"),
-        (&["RC.CONNECT", "", "n1", "c1"], "invalid user name: is empty"),
+        (
+            &["RC.CONNECT", "", "n1", "c1"],
+            "invalid user name: is empty",
+        ),
         (&["RC.CONNECT", "ann", "n1", "c 1"], "invalid connection id"),
-        (&["RC.CONNECT", "ann", "n1", "c1", "META", "{nope"], "META must be a valid JSON"),
+        (
+            &["RC.CONNECT", "ann", "n1", "c1", "META", "{nope"],
+            "META must be a valid JSON",
+        ),
         (&["RC.CONNECT", "ann", "n1", "c1", "META"], "needs a value"),
-        (&["RC.CONNECT", "ann", "n1", "c1", "COLOR", "red"], "unknown option"),
+        (
+            &["RC.CONNECT", "ann", "n1", "c1", "COLOR", "red"],
+            "unknown option",
+        ),
         (&["RC.CONNECT", "ann", "n2", "c1"], "holds no lease"),
-        (&["RC.JOIN", "lobby", "n1", "c1"], "wrong number of arguments"),
-        (&["RC.JOIN", "lobby", "ghost", "c1", "ann"], "holds no lease"),
-        (&["RC.JOIN", "lob\nby", "n1", "c1", "ann"], "invalid room name"),
+        (
+            &["RC.JOIN", "lobby", "n1", "c1"],
+            "wrong number of arguments",
+        ),
+        (
+            &["RC.JOIN", "lobby", "ghost", "c1", "ann"],
+            "holds no lease",
+        ),
+        (
+            &["RC.JOIN", "lob\nby", "n1", "c1", "ann"],
+            "invalid room name",
+        ),
         (&["RC.JOIN", "{abc", "n1", "c1", "ann"], "no closing"),
         (&["RC.LEAVE", "lobby", "n1"], "wrong number of arguments"),
         (&["RC.PUBLISH", "lobby"], "wrong number of arguments"),
         (&["RC.PUBLISH", "lobby", "x", "FROM"], "needs a value"),
-        (&["RC.PUBLISH", "lobby", "x", "FROM", "a", "FROM", "b"], "given twice"),
-        (&["RC.PUBLISH", "lobby", "x", "CONN", "bad id!"], "invalid connection id"),
+        (
+            &["RC.PUBLISH", "lobby", "x", "FROM", "a", "FROM", "b"],
+            "given twice",
+        ),
+        (
+            &["RC.PUBLISH", "lobby", "x", "CONN", "bad id!"],
+            "invalid connection id",
+        ),
         (&["RC.SEND", "ann"], "wrong number of arguments"),
         (&["RC.SEND", "ann", "x", "CONN", "c1"], "unknown option"),
         (&["RC.MEMBERS"], "wrong number of arguments"),
         (&["RC.PRESENCE", "a", "b"], "wrong number of arguments"),
         (&["RC.KICK", "ann", "REASON"], "needs a value"),
-        (&["RC.THROTTLE", "k", "15", "30"], "wrong number of arguments"),
-        (&["RC.THROTTLE", "k", "-1", "30", "60"], "max_burst must be between"),
-        (&["RC.THROTTLE", "k", "15", "0", "60"], "count must be between"),
-        (&["RC.THROTTLE", "k", "15", "30", "0"], "period must be between"),
-        (&["RC.THROTTLE", "k", "15", "30", "6x0"], "period must be an integer"),
-        (&["RC.THROTTLE", "k", "15", "30", "60", "-1"], "quantity must be between"),
-        (&["RC.THROTTLE", "k", "1", "99999999999", "1"], "rate is too high"),
+        (
+            &["RC.THROTTLE", "k", "15", "30"],
+            "wrong number of arguments",
+        ),
+        (
+            &["RC.THROTTLE", "k", "-1", "30", "60"],
+            "max_burst must be between",
+        ),
+        (
+            &["RC.THROTTLE", "k", "15", "0", "60"],
+            "count must be between",
+        ),
+        (
+            &["RC.THROTTLE", "k", "15", "30", "0"],
+            "period must be between",
+        ),
+        (
+            &["RC.THROTTLE", "k", "15", "30", "6x0"],
+            "period must be an integer",
+        ),
+        (
+            &["RC.THROTTLE", "k", "15", "30", "60", "-1"],
+            "quantity must be between",
+        ),
+        (
+            &["RC.THROTTLE", "k", "1", "99999999999", "1"],
+            "rate is too high",
+        ),
         (&["RC.INFO", "extra"], "wrong number of arguments"),
     ];
     for (args, needle) in cases {
         expect_err(&redis, &mut c, args, needle);
     }
     let long = "r".repeat(300);
-    expect_err(&redis, &mut c, &["RC.MEMBERS", &long], "longer than 256 bytes");
+    expect_err(
+        &redis,
+        &mut c,
+        &["RC.MEMBERS", &long],
+        "longer than 256 bytes",
+    );
 
     // Binary junk in names.
-    let junk: redis::RedisResult<redis::Value> = redis::cmd("RC.MEMBERS").arg(&[0xffu8, 0xfe][..]).query(&mut c);
+    let junk: redis::RedisResult<redis::Value> = redis::cmd("RC.MEMBERS")
+        .arg(&[0xffu8, 0xfe][..])
+        .query(&mut c);
     assert!(error_text(&junk.unwrap_err()).contains("not valid UTF-8"));
 
     // Oversized payloads.
-    redis.cmd(&mut c, &["CONFIG", "SET", "roomcast.max-payload-bytes", "10"]).unwrap();
-    expect_err(&redis, &mut c, &["RC.PUBLISH", "lobby", "01234567890"], "payload too large");
-    expect_err(&redis, &mut c, &["RC.SEND", "ann", "01234567890"], "payload too large");
-    let reply = redis.cmd(&mut c, &["RC.PUBLISH", "lobby", "0123456789"]).unwrap();
+    redis
+        .cmd(
+            &mut c,
+            &["CONFIG", "SET", "roomcast.max-payload-bytes", "10"],
+        )
+        .unwrap();
+    expect_err(
+        &redis,
+        &mut c,
+        &["RC.PUBLISH", "lobby", "01234567890"],
+        "payload too large",
+    );
+    expect_err(
+        &redis,
+        &mut c,
+        &["RC.SEND", "ann", "01234567890"],
+        "payload too large",
+    );
+    let reply = redis
+        .cmd(&mut c, &["RC.PUBLISH", "lobby", "0123456789"])
+        .unwrap();
     let reply = array(&reply);
     assert_eq!((int(&reply[0]), int(&reply[1])), (0, 0));
     assert_eq!(reply[2], redis::Value::Nil);
@@ -148,18 +336,47 @@ fn bad_arguments_get_useful_errors() {
 fn connection_cap_is_enforced() {
     let redis = Redis::start(&["max-conns-per-user", "2"]);
     let mut c = redis.conn();
-    redis.cmd(&mut c, &["RC.NODE.LEASE", "ann", "n1", "10000"]).unwrap();
-    redis.cmd(&mut c, &["RC.CONNECT", "ann", "n1", "c1"]).unwrap();
-    redis.cmd(&mut c, &["RC.CONNECT", "ann", "n1", "c2"]).unwrap();
-    expect_err(&redis, &mut c, &["RC.CONNECT", "ann", "n1", "c3"], "TOOMANY");
+    redis
+        .cmd(&mut c, &["RC.NODE.LEASE", "ann", "n1", "10000"])
+        .unwrap();
+    redis
+        .cmd(&mut c, &["RC.CONNECT", "ann", "n1", "c1"])
+        .unwrap();
+    redis
+        .cmd(&mut c, &["RC.CONNECT", "ann", "n1", "c2"])
+        .unwrap();
+    expect_err(
+        &redis,
+        &mut c,
+        &["RC.CONNECT", "ann", "n1", "c3"],
+        "TOOMANY",
+    );
     // Re-registering an existing connection is not a new one.
-    redis.cmd(&mut c, &["RC.CONNECT", "ann", "n1", "c2"]).unwrap();
-    redis.cmd(&mut c, &["RC.DISCONNECT", "ann", "n1", "c1"]).unwrap();
-    redis.cmd(&mut c, &["RC.CONNECT", "ann", "n1", "c3"]).unwrap();
+    redis
+        .cmd(&mut c, &["RC.CONNECT", "ann", "n1", "c2"])
+        .unwrap();
+    redis
+        .cmd(&mut c, &["RC.DISCONNECT", "ann", "n1", "c1"])
+        .unwrap();
+    redis
+        .cmd(&mut c, &["RC.CONNECT", "ann", "n1", "c3"])
+        .unwrap();
     // A connection id is owned by one node.
-    redis.cmd(&mut c, &["RC.NODE.LEASE", "ann", "n2", "10000"]).unwrap();
-    expect_err(&redis, &mut c, &["RC.CONNECT", "ann", "n2", "c3"], "another node");
-    expect_err(&redis, &mut c, &["RC.DISCONNECT", "ann", "n2", "c3"], "belongs to node n1");
+    redis
+        .cmd(&mut c, &["RC.NODE.LEASE", "ann", "n2", "10000"])
+        .unwrap();
+    expect_err(
+        &redis,
+        &mut c,
+        &["RC.CONNECT", "ann", "n2", "c3"],
+        "another node",
+    );
+    expect_err(
+        &redis,
+        &mut c,
+        &["RC.DISCONNECT", "ann", "n2", "c3"],
+        "belongs to node n1",
+    );
 }
 
 #[test]
@@ -167,7 +384,9 @@ fn configs_are_native_and_validated() {
     let redis = Redis::start(&["partitions", "32", "publish-rate", "7"]);
     let mut c = redis.conn();
     let get = |c: &mut redis::Connection, name: &str| -> String {
-        let v = redis.cmd(c, &["CONFIG", "GET", &format!("roomcast.{name}")]).unwrap();
+        let v = redis
+            .cmd(c, &["CONFIG", "GET", &format!("roomcast.{name}")])
+            .unwrap();
         text(&array(&v)[1])
     };
     assert_eq!(get(&mut c, "partitions"), "32");
@@ -182,11 +401,19 @@ fn configs_are_native_and_validated() {
     ] {
         assert_eq!(get(&mut c, name), default, "{name}");
     }
-    redis.cmd(&mut c, &["CONFIG", "SET", "roomcast.publish-rate", "100"]).unwrap();
+    redis
+        .cmd(&mut c, &["CONFIG", "SET", "roomcast.publish-rate", "100"])
+        .unwrap();
     assert_eq!(get(&mut c, "publish-rate"), "100");
-    assert!(redis.cmd(&mut c, &["CONFIG", "SET", "roomcast.publish-rate", "-1"]).is_err());
-    assert!(redis.cmd(&mut c, &["CONFIG", "SET", "roomcast.inbox-maxlen", "abc"]).is_err());
-    assert!(redis.cmd(&mut c, &["CONFIG", "SET", "roomcast.partitions", "8"]).is_err());
+    assert!(redis
+        .cmd(&mut c, &["CONFIG", "SET", "roomcast.publish-rate", "-1"])
+        .is_err());
+    assert!(redis
+        .cmd(&mut c, &["CONFIG", "SET", "roomcast.inbox-maxlen", "abc"])
+        .is_err());
+    assert!(redis
+        .cmd(&mut c, &["CONFIG", "SET", "roomcast.partitions", "8"])
+        .is_err());
 
     let info = redis.cmd(&mut c, &["RC.INFO"]).unwrap();
     let info = array(&info);
@@ -200,19 +427,34 @@ fn info_reports_gauges_and_counters() {
     let redis = Redis::start(&[]);
     let mut c = redis.conn();
     for name in ["lobby", "ann", "bob"] {
-        redis.cmd(&mut c, &["RC.NODE.LEASE", name, "n1", "10000"]).unwrap();
-        redis.cmd(&mut c, &["RC.NODE.LEASE", name, "n2", "10000"]).unwrap();
+        redis
+            .cmd(&mut c, &["RC.NODE.LEASE", name, "n1", "10000"])
+            .unwrap();
+        redis
+            .cmd(&mut c, &["RC.NODE.LEASE", name, "n2", "10000"])
+            .unwrap();
     }
-    redis.cmd(&mut c, &["RC.CONNECT", "ann", "n1", "c1"]).unwrap();
-    redis.cmd(&mut c, &["RC.CONNECT", "bob", "n2", "c2"]).unwrap();
-    redis.cmd(&mut c, &["RC.JOIN", "lobby", "n1", "c1", "ann"]).unwrap();
-    redis.cmd(&mut c, &["RC.JOIN", "lobby", "n2", "c2", "bob"]).unwrap();
+    redis
+        .cmd(&mut c, &["RC.CONNECT", "ann", "n1", "c1"])
+        .unwrap();
+    redis
+        .cmd(&mut c, &["RC.CONNECT", "bob", "n2", "c2"])
+        .unwrap();
+    redis
+        .cmd(&mut c, &["RC.JOIN", "lobby", "n1", "c1", "ann"])
+        .unwrap();
+    redis
+        .cmd(&mut c, &["RC.JOIN", "lobby", "n2", "c2", "bob"])
+        .unwrap();
     redis.cmd(&mut c, &["RC.PUBLISH", "lobby", "hi"]).unwrap();
 
     let info = redis.cmd(&mut c, &["RC.INFO"]).unwrap();
     let info = array(&info);
     let field = |name: &str| -> i64 {
-        let at = info.iter().position(|v| matches!(v, redis::Value::SimpleString(s) if s == name)).unwrap();
+        let at = info
+            .iter()
+            .position(|v| matches!(v, redis::Value::SimpleString(s) if s == name))
+            .unwrap();
         int(&info[at + 1])
     };
     assert_eq!(field("nodes"), 2);
@@ -235,13 +477,29 @@ fn wrong_key_types_are_reported_not_crashed_on() {
     let redis = Redis::start(&[]);
     let mut c = redis.conn();
     let keys = roomcast_tests::roomcast::keys_of("lobby");
-    redis.cmd(&mut c, &["SET", &keys.nodes(), "garbage"]).unwrap();
-    expect_err(&redis, &mut c, &["RC.JOIN", "lobby", "n1", "c1", "ann"], "WRONGTYPE");
+    redis
+        .cmd(&mut c, &["SET", &keys.nodes(), "garbage"])
+        .unwrap();
+    expect_err(
+        &redis,
+        &mut c,
+        &["RC.JOIN", "lobby", "n1", "c1", "ann"],
+        "WRONGTYPE",
+    );
     redis.cmd(&mut c, &["DEL", &keys.nodes()]).unwrap();
-    redis.cmd(&mut c, &["RC.NODE.LEASE", "lobby", "n1", "10000"]).unwrap();
-    redis.cmd(&mut c, &["RC.JOIN", "lobby", "n1", "c1", "ann"]).unwrap();
+    redis
+        .cmd(&mut c, &["RC.NODE.LEASE", "lobby", "n1", "10000"])
+        .unwrap();
+    redis
+        .cmd(&mut c, &["RC.JOIN", "lobby", "n1", "c1", "ann"])
+        .unwrap();
     redis.cmd(&mut c, &["DEL", &keys.inbox("n1")]).unwrap();
-    redis.cmd(&mut c, &["SET", &keys.inbox("n1"), "garbage"]).unwrap();
+    redis
+        .cmd(&mut c, &["SET", &keys.inbox("n1"), "garbage"])
+        .unwrap();
     expect_err(&redis, &mut c, &["RC.PUBLISH", "lobby", "x"], "WRONGTYPE");
-    assert_eq!(redis.cmd(&mut c, &["PING"]).unwrap(), redis::Value::SimpleString("PONG".into()));
+    assert_eq!(
+        redis.cmd(&mut c, &["PING"]).unwrap(),
+        redis::Value::SimpleString("PONG".into())
+    );
 }

@@ -23,8 +23,8 @@ pub fn kick(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     let [reason] = args::options(args.get(2..).unwrap_or_default(), ["REASON"])?;
     let reason = match reason {
         Some(reason) => {
-            let text = std::str::from_utf8(reason.as_slice())
-                .map_err(|_| err("REASON must be UTF-8"))?;
+            let text =
+                std::str::from_utf8(reason.as_slice()).map_err(|_| err("REASON must be UTF-8"))?;
             if text.len() > MAX_REASON_BYTES || text.chars().any(char::is_control) {
                 return Err(err(format!(
                     "REASON must be at most {MAX_REASON_BYTES} bytes without control characters"

@@ -3,7 +3,7 @@
 use redis_module::{Context, RedisError, RedisResult, RedisString, RedisValue};
 use roomcast_common::json;
 
-use crate::args::{self, arity, at, err};
+use crate::args::{self, arity, at, coded, err};
 use crate::membership::{self, conn_value, require_lease, split_conn_value};
 use crate::state::layout;
 use crate::{config, ops};
@@ -40,14 +40,21 @@ pub fn connect(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
             let max = config::get(&config::MAX_CONNS_PER_USER);
             let count = ops::count(ctx, "HLEN", &conns_key)?;
             if max > 0 && count >= max as u64 {
-                return Err(RedisError::String(format!(
-                    "TOOMANY user {} already has {count} connections (max-conns-per-user {max})",
-                    user.name
-                )));
+                return Err(coded(
+                    "TOOMANY",
+                    format!(
+                        "user {} already has {count} connections (max-conns-per-user {max})",
+                        user.name
+                    ),
+                ));
             }
         }
     }
-    ops::write(ctx, "HSET", &[conns_key.as_bytes(), conn.as_bytes(), value.as_bytes()])?;
+    ops::write(
+        ctx,
+        "HSET",
+        &[conns_key.as_bytes(), conn.as_bytes(), value.as_bytes()],
+    )?;
     ops::write(
         ctx,
         "SADD",
@@ -57,7 +64,9 @@ pub fn connect(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         ],
     )?;
     let total = ops::count(ctx, "HLEN", &conns_key)?;
-    Ok(RedisValue::Integer(i64::try_from(total).unwrap_or(i64::MAX)))
+    Ok(RedisValue::Integer(
+        i64::try_from(total).unwrap_or(i64::MAX),
+    ))
 }
 
 fn check_meta(meta: &[u8]) -> Result<&str, RedisError> {
