@@ -8,14 +8,14 @@
 //! hold exactly the primary's entries.
 
 use std::os::raw::c_int;
-use std::ptr::NonNull;
 
-use redis_module::raw::{self, RedisModuleKey, RedisModuleStreamID};
+use redis_module::raw::{self, KeyType, RedisModuleStreamID};
 use redis_module::{Context, RedisError, RedisString};
 use roomcast_common::entry::{Kind, KIND};
 
-use crate::args::err;
+use crate::args::{coded, err};
 use crate::config;
+use crate::ops::RawKey;
 use crate::state::ROUTED;
 
 /// One inbox entry, encoded once as Redis strings and appended to any number of inboxes.
@@ -67,18 +67,6 @@ impl Entry {
     }
 }
 
-/// A key opened with `RM_OpenKey`, closed on drop.
-struct OpenKey(NonNull<RedisModuleKey>);
-
-impl Drop for OpenKey {
-    fn drop(&mut self) {
-        // SAFETY: the pointer came from RM_OpenKey and is closed exactly once.
-        if let Some(close) = unsafe { raw::RedisModule_CloseKey } {
-            unsafe { close(self.0.as_ptr()) };
-        }
-    }
-}
-
 /// `XADD key * fields…` through `RM_StreamAdd`, then an approximate trim to `maxlen`.
 /// Returns the new entry's id and, when entries were trimmed, the length kept.
 fn raw_append(
@@ -89,28 +77,18 @@ fn raw_append(
 ) -> Result<(RedisModuleStreamID, Option<usize>), RedisError> {
     let missing = || err("internal: the stream API is not available in this Redis");
     // SAFETY: function pointers are set by Redis at module load and never change.
-    let (open, key_type, add, trim, length) = unsafe {
+    let (add, trim) = unsafe {
         (
-            raw::RedisModule_OpenKey.ok_or_else(missing)?,
-            raw::RedisModule_KeyType.ok_or_else(missing)?,
             raw::RedisModule_StreamAdd.ok_or_else(missing)?,
             raw::RedisModule_StreamTrimByLength.ok_or_else(missing)?,
-            raw::RedisModule_ValueLength.ok_or_else(missing)?,
         )
     };
-    let mode = (raw::REDISMODULE_READ | raw::REDISMODULE_WRITE) as c_int;
-    // SAFETY: ctx and key_name are valid for the duration of this command.
-    let key = NonNull::new(unsafe { open(ctx.get_raw(), key_name.inner, mode) })
-        .map(OpenKey)
-        .ok_or_else(|| err("internal: cannot open an inbox stream"))?;
-
-    // SAFETY: `key` is an open key.
-    let kind = unsafe { key_type(key.0.as_ptr()) };
-    if kind != raw::REDISMODULE_KEYTYPE_EMPTY as c_int
-        && kind != raw::REDISMODULE_KEYTYPE_STREAM as c_int
-    {
-        return Err(RedisError::Str(
-            "WRONGTYPE an inbox key holds something other than a stream",
+    let key = RawKey::open(ctx, key_name, true)?;
+    let kind = key.key_type();
+    if kind != KeyType::Empty && kind != KeyType::Stream {
+        return Err(coded(
+            "WRONGTYPE",
+            "an inbox key holds something other than a stream",
         ));
     }
 
@@ -120,7 +98,7 @@ fn raw_append(
     // SAFETY: argv holds `pairs` field/value pairs of live strings; id is written by Redis.
     let status = unsafe {
         add(
-            key.0.as_ptr(),
+            key.as_ptr(),
             raw::REDISMODULE_STREAM_ADD_AUTOID as c_int,
             &mut id,
             argv.as_mut_ptr(),
@@ -131,16 +109,14 @@ fn raw_append(
         return Err(err("cannot append to an inbox stream"));
     }
 
-    // SAFETY: `key` is an open stream key.
-    let len = unsafe { length(key.0.as_ptr()) };
+    let len = key.value_length();
     let mut kept = None;
     if maxlen > 0 && len > maxlen as usize {
         let approx = raw::REDISMODULE_STREAM_TRIM_APPROX as c_int;
         // SAFETY: as above.
-        let trimmed = unsafe { trim(key.0.as_ptr(), approx, maxlen) };
+        let trimmed = unsafe { trim(key.as_ptr(), approx, maxlen) };
         if trimmed > 0 {
-            // SAFETY: as above.
-            kept = Some(unsafe { length(key.0.as_ptr()) });
+            kept = Some(key.value_length());
         }
     }
     Ok((id, kept))

@@ -142,7 +142,7 @@ pub fn leave(
             pair(conn, room).as_bytes(),
         ],
     )?;
-    if ops::count(ctx, "HLEN", &conns_key)? == 0 {
+    if ops::count(ctx, &conns_key)? == 0 {
         ops::write(ctx, "SREM", &[keys.rooms().as_bytes(), room.as_bytes()])?;
     }
     if user_left {

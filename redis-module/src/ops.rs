@@ -4,9 +4,13 @@
 //! and the AOF as the plain command it is (`HSET`, `SADD`, `SET … PXAT` with absolute
 //! times); reads use the low-level key API, which is faster and never replicates.
 
+use std::os::raw::c_int;
+use std::ptr::NonNull;
+
 use redis_module::key::{KeyFlags, RedisKey};
-use redis_module::{raw::KeyType, ScanKeyCursor};
+use redis_module::raw::{self, KeyType};
 use redis_module::{CallOptions, CallOptionsBuilder, CallReply, CallResult, Context, RedisError};
+use redis_module::{RedisString, ScanKeyCursor};
 
 use crate::args::{coded, err};
 
@@ -89,17 +93,83 @@ pub fn smembers(ctx: &Context, name: &str) -> Result<Vec<String>, RedisError> {
     Ok(out)
 }
 
-/// `HLEN` / `SCARD` / `XLEN` of a key: 0 when it does not exist.
-pub fn count(ctx: &Context, command: &str, name: &str) -> Result<u64, RedisError> {
-    let options = CallOptionsBuilder::new().errors_as_replies().build();
-    let reply: CallResult = ctx.call_ext(command, &options, &[name.as_bytes()]);
-    match reply {
-        Ok(CallReply::I64(n)) => Ok(u64::try_from(n.to_i64()).unwrap_or(0)),
-        Ok(_) => Ok(0),
-        Err(e) => Err(err(format!(
-            "{command} {name} failed: {}",
-            e.to_utf8_string().unwrap_or_default()
-        ))),
+/// Number of elements of a hash, set or stream: 0 when the key does not exist.
+/// Low-level (`RM_ValueLength`), so counting never shows up as a client command.
+pub fn count(ctx: &Context, name: &str) -> Result<u64, RedisError> {
+    let key_name = ctx.create_string(name);
+    let key = RawKey::open(ctx, &key_name, false)?;
+    match key.key_type() {
+        KeyType::Empty => Ok(0),
+        KeyType::Hash | KeyType::Set | KeyType::Stream => Ok(key.value_length() as u64),
+        _ => Err(coded(
+            "WRONGTYPE",
+            format!("roomcast key {name} holds the wrong kind of value"),
+        )),
+    }
+}
+
+/// A key opened with the raw `RM_OpenKey`, closed on drop: for the low-level calls
+/// redis-module has no safe wrapper for (`RM_StreamAdd`, `RM_ValueLength`).
+/// Opened for reading, a key that does not exist is `None` (Redis returns NULL).
+pub struct RawKey(Option<NonNull<raw::RedisModuleKey>>);
+
+impl RawKey {
+    /// Opens `name` for reading (without touching LRU/LFU) or for writing.
+    pub fn open(ctx: &Context, name: &RedisString, write: bool) -> Result<Self, RedisError> {
+        // SAFETY: function pointers are set by Redis at module load and never change.
+        let open = unsafe { raw::RedisModule_OpenKey }
+            .ok_or_else(|| err("internal: RM_OpenKey is not available"))?;
+        let mode = if write {
+            raw::REDISMODULE_READ | raw::REDISMODULE_WRITE
+        } else {
+            raw::REDISMODULE_READ | raw::REDISMODULE_OPEN_KEY_NOTOUCH
+        };
+        // SAFETY: ctx and name are valid for the duration of the command.
+        let key = NonNull::new(unsafe { open(ctx.get_raw(), name.inner, mode as c_int) });
+        if write && key.is_none() {
+            return Err(err("internal: cannot open a key for writing"));
+        }
+        Ok(RawKey(key))
+    }
+
+    /// The raw key pointer (null for a missing key opened for reading).
+    pub fn as_ptr(&self) -> *mut raw::RedisModuleKey {
+        self.0.map_or(std::ptr::null_mut(), NonNull::as_ptr)
+    }
+
+    /// The key's type.
+    pub fn key_type(&self) -> KeyType {
+        let Some(key) = self.0 else {
+            return KeyType::Empty;
+        };
+        // SAFETY: the key is open.
+        let kind = unsafe { raw::RedisModule_KeyType.map_or(0, |f| f(key.as_ptr())) };
+        match kind as isize {
+            raw::REDISMODULE_KEYTYPE_STRING => KeyType::String,
+            raw::REDISMODULE_KEYTYPE_LIST => KeyType::List,
+            raw::REDISMODULE_KEYTYPE_HASH => KeyType::Hash,
+            raw::REDISMODULE_KEYTYPE_SET => KeyType::Set,
+            raw::REDISMODULE_KEYTYPE_ZSET => KeyType::ZSet,
+            raw::REDISMODULE_KEYTYPE_MODULE => KeyType::Module,
+            raw::REDISMODULE_KEYTYPE_STREAM => KeyType::Stream,
+            _ => KeyType::Empty,
+        }
+    }
+
+    /// Elements of the value (`RM_ValueLength`); 0 for an empty key.
+    pub fn value_length(&self) -> usize {
+        let Some(key) = self.0 else { return 0 };
+        // SAFETY: the key is open.
+        unsafe { raw::RedisModule_ValueLength.map_or(0, |f| f(key.as_ptr())) }
+    }
+}
+
+impl Drop for RawKey {
+    fn drop(&mut self) {
+        // SAFETY: the pointer came from RM_OpenKey and is closed exactly once.
+        if let (Some(key), Some(close)) = (self.0, unsafe { raw::RedisModule_CloseKey }) {
+            unsafe { close(key.as_ptr()) };
+        }
     }
 }
 

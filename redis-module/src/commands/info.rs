@@ -28,10 +28,10 @@ pub fn census(ctx: &Context) -> Result<Census, RedisError> {
     let mut rooms = 0;
     for keys in &layout.keys {
         for (node, _) in ops::hgetall(ctx, &keys.nodes())? {
-            connections += ops::count(ctx, "SCARD", &keys.node_users(&node))?;
+            connections += ops::count(ctx, &keys.node_users(&node))?;
             nodes.insert(node);
         }
-        rooms += ops::count(ctx, "SCARD", &keys.rooms())?;
+        rooms += ops::count(ctx, &keys.rooms())?;
     }
     Ok(Census {
         nodes: nodes.len() as u64,

@@ -38,7 +38,7 @@ pub fn connect(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         Some(_) => {}
         None => {
             let max = config::get(&config::MAX_CONNS_PER_USER);
-            let count = ops::count(ctx, "HLEN", &conns_key)?;
+            let count = ops::count(ctx, &conns_key)?;
             if max > 0 && count >= max as u64 {
                 return Err(coded(
                     "TOOMANY",
@@ -63,7 +63,7 @@ pub fn connect(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
             roomcast_common::keys::pair(conn, user.name).as_bytes(),
         ],
     )?;
-    let total = ops::count(ctx, "HLEN", &conns_key)?;
+    let total = ops::count(ctx, &conns_key)?;
     Ok(RedisValue::Integer(
         i64::try_from(total).unwrap_or(i64::MAX),
     ))
