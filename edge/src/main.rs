@@ -1,14 +1,235 @@
-//! roomcast-edge: the WebSocket edge server.
+//! roomcast-edge: thin, fast WebSocket servers that terminate client sockets, forward
+//! each client action to the roomcast module as one command, and fan out what the module
+//! routes into their inbox streams.
 //!
-//! Placeholder until the edge lands: it exists so the workspace layout and artifact
-//! name (`target/release/roomcast-edge`) are fixed, and it says so instead of
-//! pretending to serve.
+//! # Layout
+//!
+//! - [`config`]: command line flags (with environment equivalents).
+//! - [`embedded`]: the embedded redis-server used when no `--redis` is given.
+//! - [`worker`]: one thread per worker — runtime, listener (`SO_REUSEPORT`), drain.
+//! - [`http`]: `/ws` upgrade with authentication and Origin checks; `/metrics`,
+//!   `/healthz`, `/readyz`.
+//! - [`auth`]: HS256 tokens and room allow-lists.
+//! - [`session`]: one client connection: frames → operations → module commands.
+//! - [`protocol`]: client message parsing and server message encoding.
+//! - [`frame`]: server frame encoding (once per message, shared by all recipients).
+//! - [`outbox`]: bounded per-connection send queue and its one-write-per-batch writer.
+//! - [`local`]: the worker's index of connections, rooms and users.
+//! - [`reader`]: `XREAD BLOCK` over the node's inboxes and fan-out.
+//! - [`lease`]: lease renewal and re-registration after Redis lost the node's state.
+//! - [`backend`]: the command connection and the meaning of module errors.
+//! - [`ratelimit`]: the local per-connection token bucket.
+//! - [`metrics`]: per-worker counters and the Prometheus rendering.
+
+mod auth;
+mod backend;
+mod config;
+mod embedded;
+mod frame;
+mod http;
+mod lease;
+mod local;
+mod metrics;
+mod outbox;
+mod protocol;
+mod ratelimit;
+mod reader;
+mod session;
+mod worker;
+
+use std::hash::BuildHasher;
+use std::io::Write;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use roomcast_common::partition::Partitioner;
+use tokio::sync::watch;
+
+use crate::auth::Verifier;
+use crate::config::Config;
+use crate::metrics::WorkerMetrics;
+use crate::worker::Shared;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
-    eprintln!(
-        "roomcast-edge {}: the WebSocket edge is not built yet; \
-         use scripts/run.sh to run Redis with the roomcast module",
-        env!("CARGO_PKG_VERSION")
-    );
-    std::process::exit(2);
+    let config = Config::parse();
+    if let Some(config::Command::Token {
+        secret,
+        sub,
+        ttl,
+        rooms,
+    }) = &config.command
+    {
+        let exp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+            + ttl;
+        let mut claims = serde_json::json!({ "sub": sub, "exp": exp });
+        if !rooms.is_empty() {
+            claims["rooms"] = serde_json::json!(rooms);
+        }
+        println!("{}", auth::sign(secret.as_bytes(), &claims));
+        return;
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    if let Err(e) = config.validate() {
+        eprintln!("roomcast-edge: {e}");
+        std::process::exit(2);
+    }
+    match run(config) {
+        Ok(()) => std::process::exit(0),
+        Err(e) => {
+            eprintln!("roomcast-edge: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// A node id for this process when none is given.
+fn generated_node_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let hash = std::collections::hash_map::RandomState::new().hash_one((std::process::id(), nanos));
+    format!("edge-{:08x}", hash as u32)
+}
+
+/// Reads the dataset's partition count from `RC.INFO`, retrying until Redis answers.
+fn fetch_layout(client: &redis::Client) -> Partitioner {
+    let mut delay = Duration::from_millis(200);
+    loop {
+        let attempt = client
+            .get_connection_with_timeout(Duration::from_secs(2))
+            .and_then(|mut conn| redis::cmd("RC.INFO").query::<Vec<redis::Value>>(&mut conn));
+        match attempt {
+            Ok(info) => {
+                let partitions = info.chunks(2).find_map(|pair| match pair {
+                    [redis::Value::SimpleString(name), redis::Value::Int(n)]
+                        if name == "partitions" =>
+                    {
+                        u32::try_from(*n).ok()
+                    }
+                    _ => None,
+                });
+                match partitions.map(Partitioner::new) {
+                    Some(Ok(layout)) => return layout,
+                    _ => {
+                        tracing::error!("RC.INFO did not report a usable partition count; retrying")
+                    }
+                }
+            }
+            Err(e) => tracing::error!(
+                error = %e,
+                "cannot reach Redis with the roomcast module (is it running and is libroomcast.so loaded?); retrying"
+            ),
+        }
+        std::thread::sleep(delay);
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
+fn run(config: Config) -> Result<(), String> {
+    let workers = config.worker_count()?;
+    let embedded = match &config.redis {
+        Some(_) => None,
+        None => Some(embedded::Embedded::start(
+            config.module.as_deref(),
+            &config.embedded_module_args,
+        )?),
+    };
+    let url = match (&config.redis, &embedded) {
+        (Some(url), _) => url.clone(),
+        (None, Some(e)) => e.url.clone(),
+        (None, None) => return Err("no Redis".into()),
+    };
+    let client = redis::Client::open(url.as_str()).map_err(|e| format!("bad --redis URL: {e}"))?;
+    let layout = fetch_layout(&client);
+    let base = config.node_id.clone().unwrap_or_else(generated_node_id);
+
+    let first = worker::bind(config.listen)
+        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    let addr = first.local_addr().map_err(|e| e.to_string())?;
+    let mut listeners = vec![first];
+    for _ in 1..workers {
+        listeners.push(worker::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?);
+    }
+
+    let shared = Arc::new(Shared {
+        verifier: config
+            .jwt_secret
+            .as_deref()
+            .map(|s| Verifier::new(s.as_bytes())),
+        config: config.clone(),
+        layout,
+        redis: client,
+        all_metrics: (0..workers)
+            .map(|_| Arc::new(WorkerMetrics::new()))
+            .collect(),
+        ready: (0..workers)
+            .map(|_| Arc::new(AtomicBool::new(false)))
+            .collect(),
+    });
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut threads = Vec::new();
+    for (index, listener) in listeners.into_iter().enumerate() {
+        let node = format!("{base}-w{index}");
+        let shared = shared.clone();
+        let stop = stop_rx.clone();
+        let handle = std::thread::Builder::new()
+            .name(format!("worker-{index}"))
+            .spawn(move || {
+                if let Err(e) = worker::run(index, node, shared, listener, stop) {
+                    tracing::error!(error = %e, "worker failed");
+                }
+            })
+            .map_err(|e| format!("cannot start a worker thread: {e}"))?;
+        threads.push(handle);
+    }
+
+    println!("roomcast-edge listening on http://{addr} (WebSocket: ws://{addr}/ws), {workers} workers, node {base}, redis {url}");
+    let _ = std::io::stdout().flush();
+
+    wait_for_signal()?;
+    tracing::info!("draining");
+    let _ = stop_tx.send(true);
+    let deadline = Instant::now() + Duration::from_millis(config.drain_ms);
+    for handle in threads {
+        while !handle.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if handle.is_finished() {
+            let _ = handle.join();
+        }
+    }
+    drop(embedded);
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Blocks until SIGTERM or SIGINT.
+fn wait_for_signal() -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    runtime.block_on(async {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+        let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        Ok(())
+    })
 }

@@ -11,9 +11,11 @@
 //!   talk to it.
 //! - [`module_path`]: where the module under test is.
 //! - [`reply`]: small helpers to read replies and errors.
+//! - [`ws`]: a blocking WebSocket test client (and plain HTTP GET) for the edge.
 
 pub mod reply;
 pub mod roomcast;
+pub mod ws;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

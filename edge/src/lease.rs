@@ -1,0 +1,129 @@
+//! Keeping the node alive in the module, and restoring its state when Redis lost it.
+//!
+//! Every worker renews its lease in every partition (one pipeline) three times per
+//! lease period. A renewal answered `1` means the module did not know the node in that
+//! partition any more — Redis restarted without data, or a sweep removed the node after
+//! a long outage — so the worker registers its connections and memberships there again.
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use redis::Value;
+
+use crate::worker::Worker;
+
+/// Removes what a previous process with the same node id left behind, then takes the
+/// first leases. Retries (with a clear log line) until Redis answers.
+pub async fn start(worker: &Rc<Worker>) {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        let mut pipe = redis::pipe();
+        for p in 0..worker.shared.layout.count() {
+            pipe.cmd("RC.NODE.DOWN")
+                .arg(worker.partition_arg(p))
+                .arg(&worker.node)
+                .ignore();
+        }
+        match worker.backend.run_pipeline(&pipe).await {
+            Ok(_) => match renew(worker).await {
+                Ok(_) => {
+                    worker.set_ready(true);
+                    return;
+                }
+                Err(e) => tracing::warn!(error = %e, "taking leases failed; retrying"),
+            },
+            Err(e) => tracing::warn!(error = %e, "Redis unreachable at start; retrying"),
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(2));
+    }
+}
+
+/// Renews every lease; returns the partitions where the lease was new.
+async fn renew(worker: &Rc<Worker>) -> Result<Vec<u32>, redis::RedisError> {
+    let ttl = worker.shared.config.lease_ms;
+    let mut pipe = redis::pipe();
+    for p in 0..worker.shared.layout.count() {
+        pipe.cmd("RC.NODE.LEASE")
+            .arg(worker.partition_arg(p))
+            .arg(&worker.node)
+            .arg(ttl);
+    }
+    let replies = worker.backend.run_pipeline(&pipe).await?;
+    Ok(replies
+        .iter()
+        .enumerate()
+        .filter(|(_, v)| matches!(v, Value::Int(1)))
+        .map(|(p, _)| p as u32)
+        .collect())
+}
+
+/// Renews leases until the task is aborted.
+pub async fn run(worker: Rc<Worker>) {
+    let period = Duration::from_millis((worker.shared.config.lease_ms / 3).max(50));
+    let mut ticker = tokio::time::interval(period);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await;
+    // Partitions whose state must be registered again (kept until that succeeds).
+    let mut pending: Vec<u32> = Vec::new();
+    loop {
+        ticker.tick().await;
+        match renew(&worker).await {
+            Ok(lost) => {
+                for p in lost {
+                    if !pending.contains(&p) {
+                        pending.push(p);
+                    }
+                }
+                if !pending.is_empty() {
+                    tracing::warn!(
+                        node = %worker.node,
+                        partitions = pending.len(),
+                        "the module had lost this node; registering its connections again"
+                    );
+                    if let Err(e) = reregister(&worker, &pending).await {
+                        tracing::warn!(error = %e, "re-registering failed; will retry");
+                        continue;
+                    }
+                    pending.clear();
+                }
+                worker.set_ready(true);
+            }
+            Err(e) => {
+                worker.set_ready(false);
+                tracing::warn!(node = %worker.node, error = %e, "lease renewal failed");
+            }
+        }
+    }
+}
+
+/// Registers every local connection whose user, and every membership whose room, lives
+/// in one of the `lost` partitions.
+async fn reregister(worker: &Rc<Worker>, lost: &[u32]) -> Result<(), redis::RedisError> {
+    let layout = &worker.shared.layout;
+    let in_lost = |name: &str| lost.contains(&layout.partition_of(name.as_bytes()));
+    let mut pipe = redis::pipe();
+    {
+        let local = worker.local.borrow();
+        for conn in local.conns.values() {
+            if in_lost(&conn.user) {
+                pipe.cmd("RC.CONNECT")
+                    .arg(&*conn.user)
+                    .arg(&worker.node)
+                    .arg(&*conn.id)
+                    .ignore();
+            }
+            for room in &conn.rooms {
+                if in_lost(room) {
+                    pipe.cmd("RC.JOIN")
+                        .arg(room)
+                        .arg(&worker.node)
+                        .arg(&*conn.id)
+                        .arg(&*conn.user)
+                        .ignore();
+                }
+            }
+        }
+    }
+    worker.backend.run_pipeline(&pipe).await.map(|_| ())
+}

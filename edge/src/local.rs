@@ -1,0 +1,128 @@
+//! A worker's local index: its connections, and which of them are in which room or
+//! belong to which user. The module holds the same facts for the whole deployment; this
+//! copy lets fan-out find local recipients without asking Redis.
+
+use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
+
+use crate::outbox::Outbox;
+
+/// One local connection.
+pub struct Conn {
+    /// Connection id as registered in the module (`<node>.<seq>`).
+    pub id: Rc<str>,
+    /// The authenticated user.
+    pub user: Rc<str>,
+    /// Rooms joined.
+    pub rooms: HashSet<String>,
+    /// Outgoing queue.
+    pub out: Rc<Outbox>,
+}
+
+/// The index.
+#[derive(Default)]
+pub struct Local {
+    /// Connections by sequence number.
+    pub conns: HashMap<u64, Conn>,
+    /// Room → sequence numbers of local members.
+    pub rooms: HashMap<String, Vec<u64>>,
+    /// User → sequence numbers of its local connections.
+    pub users: HashMap<String, Vec<u64>>,
+}
+
+fn remove_seq(map: &mut HashMap<String, Vec<u64>>, key: &str, seq: u64) {
+    if let Some(list) = map.get_mut(key) {
+        list.retain(|s| *s != seq);
+        if list.is_empty() {
+            map.remove(key);
+        }
+    }
+}
+
+impl Local {
+    /// Adds a connection.
+    pub fn add_conn(&mut self, seq: u64, conn: Conn) {
+        self.users
+            .entry(conn.user.to_string())
+            .or_default()
+            .push(seq);
+        self.conns.insert(seq, conn);
+    }
+
+    /// Removes a connection and its memberships; returns it.
+    pub fn remove_conn(&mut self, seq: u64) -> Option<Conn> {
+        let conn = self.conns.remove(&seq)?;
+        for room in &conn.rooms {
+            remove_seq(&mut self.rooms, room, seq);
+        }
+        remove_seq(&mut self.users, &conn.user, seq);
+        Some(conn)
+    }
+
+    /// Adds a membership; false when already a member or the connection is unknown.
+    pub fn join(&mut self, seq: u64, room: &str) -> bool {
+        let Some(conn) = self.conns.get_mut(&seq) else {
+            return false;
+        };
+        if !conn.rooms.insert(room.to_string()) {
+            return false;
+        }
+        self.rooms.entry(room.to_string()).or_default().push(seq);
+        true
+    }
+
+    /// Removes a membership; false when it was not a member.
+    pub fn leave(&mut self, seq: u64, room: &str) -> bool {
+        let Some(conn) = self.conns.get_mut(&seq) else {
+            return false;
+        };
+        if !conn.rooms.remove(room) {
+            return false;
+        }
+        remove_seq(&mut self.rooms, room, seq);
+        true
+    }
+
+    /// Whether connection `seq` is in `room`.
+    pub fn is_member(&self, seq: u64, room: &str) -> bool {
+        self.conns.get(&seq).is_some_and(|c| c.rooms.contains(room))
+    }
+
+    /// Number of rooms connection `seq` is in.
+    pub fn room_count(&self, seq: u64) -> usize {
+        self.conns.get(&seq).map_or(0, |c| c.rooms.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conn(user: &str) -> Conn {
+        Conn {
+            id: Rc::from("n.1"),
+            user: Rc::from(user),
+            rooms: HashSet::new(),
+            out: Rc::new(Outbox::new(1024)),
+        }
+    }
+
+    #[test]
+    fn index_tracks_rooms_and_users() {
+        let mut local = Local::default();
+        local.add_conn(1, conn("ann"));
+        local.add_conn(2, conn("ann"));
+        assert!(local.join(1, "lobby"));
+        assert!(!local.join(1, "lobby"));
+        assert!(local.join(2, "lobby"));
+        assert_eq!(local.rooms["lobby"], [1, 2]);
+        assert!(local.leave(1, "lobby"));
+        assert!(!local.is_member(1, "lobby"));
+        assert_eq!(local.users["ann"], [1, 2]);
+        local.remove_conn(2);
+        assert!(!local.rooms.contains_key("lobby"));
+        assert_eq!(local.users["ann"], [1]);
+        local.remove_conn(1);
+        assert!(local.users.is_empty());
+    }
+}

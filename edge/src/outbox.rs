@@ -1,0 +1,190 @@
+//! A connection's bounded send queue and its writer.
+//!
+//! Fan-out pushes shared, already-encoded frames (`Bytes`) into the queue; the writer
+//! task wakes once, copies everything queued into one buffer and sends it with one
+//! write — a batch costs one syscall, not one per frame. A queue that would exceed its
+//! byte limit marks the connection a slow consumer: its queue is dropped and it is
+//! closed with 1008, so one stalled reader never grows memory or slows the others.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::sync::Notify;
+
+use crate::frame::{self, close};
+
+/// What happened to a pushed frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pushed {
+    /// Queued for sending.
+    Queued,
+    /// The connection is closing or closed; the frame was dropped.
+    Dropped,
+    /// The queue was over its limit: the connection is now closing as a slow consumer.
+    SlowConsumer,
+}
+
+/// Queue state.
+struct Queue {
+    /// Frames waiting to be written, in order.
+    frames: VecDeque<Bytes>,
+    /// Sum of their lengths.
+    bytes: usize,
+    /// Set once a close was requested: (code, reason). Nothing is queued after it.
+    closing: Option<(u16, String)>,
+    /// The writer has finished (socket closed or close frame sent).
+    done: bool,
+}
+
+/// One connection's outgoing side.
+pub struct Outbox {
+    /// The queue (single-threaded worker: a RefCell, never held across an await).
+    queue: RefCell<Queue>,
+    /// Wakes the writer.
+    wake: Notify,
+    /// Wakes whoever waits for the writer to finish.
+    finished: Notify,
+    /// Most bytes that may wait in the queue.
+    limit: usize,
+}
+
+impl Outbox {
+    /// An empty outbox holding at most `limit` bytes.
+    pub fn new(limit: usize) -> Self {
+        Self {
+            queue: RefCell::new(Queue {
+                frames: VecDeque::new(),
+                bytes: 0,
+                closing: None,
+                done: false,
+            }),
+            wake: Notify::new(),
+            finished: Notify::new(),
+            limit,
+        }
+    }
+
+    /// Queues a frame.
+    pub fn push(&self, frame: Bytes) -> Pushed {
+        let mut q = self.queue.borrow_mut();
+        if q.closing.is_some() || q.done {
+            return Pushed::Dropped;
+        }
+        if q.bytes + frame.len() > self.limit {
+            q.frames.clear();
+            q.bytes = 0;
+            q.closing = Some((close::POLICY, "slow consumer".to_string()));
+            drop(q);
+            self.wake.notify_one();
+            return Pushed::SlowConsumer;
+        }
+        q.bytes += frame.len();
+        q.frames.push_back(frame);
+        drop(q);
+        self.wake.notify_one();
+        Pushed::Queued
+    }
+
+    /// Asks the writer to send what is queued, then a close frame, then stop. The first
+    /// close request wins.
+    pub fn close(&self, code: u16, reason: &str) {
+        let mut q = self.queue.borrow_mut();
+        if q.closing.is_none() && !q.done {
+            q.closing = Some((code, reason.to_string()));
+        }
+        drop(q);
+        self.wake.notify_one();
+    }
+
+    /// True once a close was requested or the writer stopped.
+    pub fn is_closing(&self) -> bool {
+        let q = self.queue.borrow();
+        q.closing.is_some() || q.done
+    }
+
+    /// Waits until the writer has stopped.
+    pub async fn finished(&self) {
+        loop {
+            let notified = self.finished.notified();
+            if self.queue.borrow().done {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// The writer: runs until the close frame is sent or the socket fails.
+    pub async fn run_writer<W: AsyncWrite + Unpin>(&self, mut sink: W) {
+        let mut buf = BytesMut::with_capacity(16 * 1024);
+        loop {
+            let notified = self.wake.notified();
+            let closing = {
+                let mut q = self.queue.borrow_mut();
+                for f in q.frames.drain(..) {
+                    buf.extend_from_slice(&f);
+                }
+                q.bytes = 0;
+                q.closing.clone()
+            };
+            if let Some((code, reason)) = &closing {
+                buf.extend_from_slice(&frame::close_frame(*code, reason));
+            }
+            if !buf.is_empty() {
+                let ok = sink.write_all(&buf).await.is_ok();
+                buf.clear();
+                if buf.capacity() > 256 * 1024 {
+                    buf = BytesMut::with_capacity(16 * 1024);
+                }
+                if !ok {
+                    break;
+                }
+            }
+            if closing.is_some() {
+                let _ = sink.flush().await;
+                break;
+            }
+            notified.await;
+        }
+        let mut q = self.queue.borrow_mut();
+        q.done = true;
+        q.frames.clear();
+        q.bytes = 0;
+        drop(q);
+        self.finished.notify_waiters();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn batches_frames_into_one_write_then_closes() {
+        let outbox = Outbox::new(1024);
+        assert_eq!(outbox.push(Bytes::from_static(b"a")), Pushed::Queued);
+        assert_eq!(outbox.push(Bytes::from_static(b"b")), Pushed::Queued);
+        outbox.close(1000, "bye");
+        assert_eq!(outbox.push(Bytes::from_static(b"c")), Pushed::Dropped);
+        let mut out = Vec::new();
+        outbox.run_writer(&mut out).await;
+        assert_eq!(&out[..2], b"ab");
+        assert_eq!(&out[2..], frame::close_frame(1000, "bye").as_ref());
+        outbox.finished().await;
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn an_overfull_queue_becomes_a_slow_consumer_close() {
+        let outbox = Outbox::new(10);
+        assert_eq!(outbox.push(Bytes::from(vec![0; 8])), Pushed::Queued);
+        assert_eq!(outbox.push(Bytes::from(vec![0; 8])), Pushed::SlowConsumer);
+        assert!(outbox.is_closing());
+        let mut out = Vec::new();
+        outbox.run_writer(&mut out).await;
+        assert_eq!(
+            out,
+            frame::close_frame(close::POLICY, "slow consumer").as_ref()
+        );
+    }
+}

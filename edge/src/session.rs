@@ -1,0 +1,589 @@
+//! One client connection: registration, the read loop (frames → operations → module
+//! commands), liveness, and cleanup.
+//!
+//! Frames are read with fastwebsockets (split read half; control frames handled here),
+//! while everything the server sends goes through the connection's [`Outbox`]: one
+//! writer, one write per batch. Whole-message size is counted across fragments (close
+//! 1009), unmasked client frames are refused (close 1002), and every client operation
+//! becomes exactly one module command.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashSet;
+use std::rc::Rc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use fastwebsockets::upgrade::UpgradeFut;
+use fastwebsockets::{after_handshake_split, Frame, OpCode, Role, WebSocketError};
+use redis::Value;
+use roomcast_common::names::check_name;
+
+use crate::auth::room_allowed;
+use crate::backend::{classify, Failure};
+use crate::frame::{self, close};
+use crate::local::Conn;
+use crate::metrics::WorkerMetrics;
+use crate::outbox::{Outbox, Pushed};
+use crate::protocol::{self, ClientMessage, ErrorCode};
+use crate::ratelimit::Bucket;
+use crate::worker::Worker;
+
+/// Who the client is, as established at the handshake.
+pub struct Identity {
+    /// User id (token `sub`, or the anonymous `?user=`).
+    pub user: String,
+    /// Room patterns from the token (`None`: every room).
+    pub rooms: Option<Vec<String>>,
+    /// Token expiry, Unix seconds (`None` for anonymous connections).
+    pub expires_at: Option<u64>,
+}
+
+/// State of one connection while it is open.
+struct Session {
+    /// The worker it lives on.
+    worker: Rc<Worker>,
+    /// Local sequence number.
+    seq: u64,
+    /// Connection id registered in the module.
+    conn_id: Rc<str>,
+    /// Authenticated identity.
+    identity: Identity,
+    /// Outgoing queue.
+    out: Rc<Outbox>,
+    /// Local rate limit.
+    bucket: RefCell<Bucket>,
+    /// When the last frame arrived (liveness).
+    last_seen: Cell<Instant>,
+}
+
+/// Runs a connection from the finished upgrade to its cleanup.
+pub async fn run(worker: Rc<Worker>, upgrade: UpgradeFut, identity: Identity) {
+    let ws = match upgrade.await {
+        Ok(ws) => ws,
+        Err(e) => {
+            tracing::debug!(error = %e, "upgrade failed");
+            return;
+        }
+    };
+    let config = &worker.shared.config;
+    let (read_half, write_half) = tokio::io::split(ws.into_inner());
+    let (mut reader, _unused) = after_handshake_split(read_half, tokio::io::sink(), Role::Server);
+    reader.set_auto_close(false);
+    reader.set_auto_pong(false);
+    // fastwebsockets refuses a single frame of this size or more; whole messages are
+    // counted below.
+    reader.set_max_message_size(config.max_message_bytes + 1);
+
+    let out = Rc::new(Outbox::new(config.send_queue_bytes));
+    let writer = tokio::task::spawn_local({
+        let out = out.clone();
+        async move { out.run_writer(write_half).await }
+    });
+    let (seq, conn_id) = worker.next_conn();
+    let session = Rc::new(Session {
+        bucket: RefCell::new(Bucket::new(config.conn_rate, Instant::now())),
+        worker: worker.clone(),
+        seq,
+        conn_id: Rc::from(conn_id.as_str()),
+        identity,
+        out: out.clone(),
+        last_seen: Cell::new(Instant::now()),
+    });
+
+    if !session.register().await {
+        out.finished().await;
+        let _ = writer.await;
+        return;
+    }
+    let read_task = tokio::task::spawn_local({
+        let session = session.clone();
+        async move { session.read_loop(&mut reader).await }
+    });
+    session.supervise(read_task).await;
+    let _ = writer.await;
+    session.unregister().await;
+}
+
+impl Session {
+    fn metrics(&self) -> &WorkerMetrics {
+        &self.worker.metrics
+    }
+
+    /// Queues a text frame built by `write`.
+    fn send(&self, estimate: usize, write: impl FnOnce(&mut Vec<u8>)) {
+        let frame = frame::text_with(estimate, write);
+        let len = frame.len() as u64;
+        match self.out.push(frame) {
+            Pushed::Queued => {
+                WorkerMetrics::inc(&self.metrics().messages_out);
+                WorkerMetrics::add(&self.metrics().bytes_out, len);
+            }
+            Pushed::Dropped => WorkerMetrics::inc(&self.metrics().dropped),
+            Pushed::SlowConsumer => {
+                WorkerMetrics::inc(&self.metrics().dropped);
+                WorkerMetrics::inc(&self.metrics().slow_consumer_closes);
+            }
+        }
+    }
+
+    fn send_error(&self, id: Option<&[u8]>, code: ErrorCode, message: &str, retry: Option<u64>) {
+        self.send(96 + message.len(), |o| {
+            protocol::error(o, id, code, message, retry)
+        });
+    }
+
+    /// `RC.CONNECT`, then the local index and the welcome. False when refused.
+    async fn register(&self) -> bool {
+        let w = &self.worker;
+        let mut cmd = redis::cmd("RC.CONNECT");
+        cmd.arg(&self.identity.user)
+            .arg(&w.node)
+            .arg(&*self.conn_id);
+        match w.backend.run(&cmd).await {
+            Ok(_) => {}
+            Err(e) => {
+                let (code, reason) = match classify(&e) {
+                    Failure::Refused(ErrorCode::Forbidden, _) => {
+                        (close::POLICY, "too many connections")
+                    }
+                    Failure::Unavailable => (close::INTERNAL, "unavailable: retry later"),
+                    _ => (close::INTERNAL, "cannot register the connection"),
+                };
+                self.out.close(code, reason);
+                return false;
+            }
+        }
+        w.local.borrow_mut().add_conn(
+            self.seq,
+            Conn {
+                id: self.conn_id.clone(),
+                user: Rc::from(self.identity.user.as_str()),
+                rooms: HashSet::new(),
+                out: self.out.clone(),
+            },
+        );
+        WorkerMetrics::inc(&self.metrics().connections_opened);
+        let heartbeat = w.shared.config.ping_interval_ms;
+        self.send(128, |o| {
+            protocol::welcome(o, &self.conn_id, &self.identity.user, &w.node, heartbeat)
+        });
+        true
+    }
+
+    /// Server pings, dead-peer detection, token expiry; returns when the connection is
+    /// over (read loop ended, or the writer finished after a close).
+    async fn supervise(&self, mut read_task: tokio::task::JoinHandle<()>) {
+        let config = &self.worker.shared.config;
+        let ping_every = Duration::from_millis(config.ping_interval_ms.max(100));
+        let dead_after = Duration::from_millis(config.ping_timeout_ms.max(200));
+        let mut ticker = tokio::time::interval(ping_every);
+        ticker.tick().await;
+        let expiry = self.identity.expires_at.map(|exp| {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default();
+            tokio::time::Instant::now() + Duration::from_secs(exp).saturating_sub(now)
+        });
+        let expired = async {
+            match expiry {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(expired);
+        loop {
+            tokio::select! {
+                _ = &mut read_task => {
+                    // The peer closed or broke the protocol; let the writer finish.
+                    if !self.out.is_closing() {
+                        self.out.close(close::NORMAL, "");
+                    }
+                    let _ = tokio::time::timeout(Duration::from_secs(1), self.out.finished()).await;
+                    return;
+                }
+                _ = self.out.finished() => {
+                    // We sent a close: give the peer a moment to answer, then drop.
+                    let _ = tokio::time::timeout(Duration::from_secs(1), &mut read_task).await;
+                    read_task.abort();
+                    return;
+                }
+                _ = ticker.tick() => {
+                    if self.last_seen.get().elapsed() > dead_after {
+                        self.out.close(close::POLICY, "ping timeout");
+                    } else {
+                        let _ = self.out.push(frame::encode(frame::OP_PING, b""));
+                    }
+                }
+                _ = &mut expired => {
+                    self.out.close(close::POLICY, "token expired");
+                }
+            }
+        }
+    }
+
+    /// Leaves every room and removes the connection from presence (unless the whole
+    /// node is being removed with `RC.NODE.DOWN`).
+    async fn unregister(&self) {
+        let w = &self.worker;
+        let conn = w.local.borrow_mut().remove_conn(self.seq);
+        WorkerMetrics::inc(&self.metrics().connections_closed);
+        let Some(conn) = conn else { return };
+        if w.draining.get() {
+            return;
+        }
+        let mut pipe = redis::pipe();
+        for room in &conn.rooms {
+            pipe.cmd("RC.LEAVE")
+                .arg(room)
+                .arg(&w.node)
+                .arg(&*conn.id)
+                .ignore();
+        }
+        pipe.cmd("RC.DISCONNECT")
+            .arg(&*conn.user)
+            .arg(&w.node)
+            .arg(&*conn.id)
+            .ignore();
+        if let Err(e) = w.backend.run_pipeline(&pipe).await {
+            // The lease sweep removes what we could not.
+            tracing::debug!(error = %e, "could not unregister a closed connection");
+        }
+    }
+
+    /// Reads frames until the peer closes, the protocol is broken, or the socket fails.
+    async fn read_loop<S: tokio::io::AsyncRead + Unpin>(
+        &self,
+        reader: &mut fastwebsockets::WebSocketRead<S>,
+    ) {
+        let max = self.worker.shared.config.max_message_bytes;
+        // A fragmented message being assembled: (is_text, bytes so far).
+        let mut partial: Option<(bool, Vec<u8>)> = None;
+        let mut no_obligations = |_: Frame<'_>| async { Ok::<(), std::io::Error>(()) };
+        loop {
+            let mut frame = match reader.read_frame(&mut no_obligations).await {
+                Ok(frame) => frame,
+                Err(e) => {
+                    self.on_read_error(e);
+                    return;
+                }
+            };
+            self.last_seen.set(Instant::now());
+            let mut head = [0u8; 16];
+            frame.fmt_head(&mut head);
+            if head[1] & 0x80 == 0 {
+                self.out
+                    .close(close::PROTOCOL, "client frames must be masked");
+                return;
+            }
+            match frame.opcode {
+                OpCode::Close => {
+                    self.answer_close(&frame.payload);
+                    return;
+                }
+                OpCode::Ping => {
+                    let _ = self.out.push(frame::encode(frame::OP_PONG, &frame.payload));
+                }
+                OpCode::Pong => {}
+                OpCode::Text | OpCode::Binary => {
+                    if partial.is_some() {
+                        self.out
+                            .close(close::PROTOCOL, "expected a continuation frame");
+                        return;
+                    }
+                    let text = frame.opcode == OpCode::Text;
+                    if frame.fin {
+                        self.on_message(text, &frame.payload).await;
+                    } else {
+                        partial = Some((text, frame.payload.to_vec()));
+                    }
+                }
+                OpCode::Continuation => {
+                    let Some((text, mut bytes)) = partial.take() else {
+                        self.out
+                            .close(close::PROTOCOL, "unexpected continuation frame");
+                        return;
+                    };
+                    if bytes.len() + frame.payload.len() > max {
+                        self.out.close(close::TOO_BIG, "message too big");
+                        return;
+                    }
+                    bytes.extend_from_slice(&frame.payload);
+                    if frame.fin {
+                        if text && std::str::from_utf8(&bytes).is_err() {
+                            self.out.close(close::INVALID_DATA, "text is not UTF-8");
+                            return;
+                        }
+                        self.on_message(text, &bytes).await;
+                    } else {
+                        partial = Some((text, bytes));
+                    }
+                }
+            }
+            if self.out.is_closing() {
+                return;
+            }
+            frame.payload = fastwebsockets::Payload::Borrowed(&[]);
+        }
+    }
+
+    fn on_read_error(&self, e: WebSocketError) {
+        let (code, reason) = match e {
+            WebSocketError::FrameTooLarge => (close::TOO_BIG, "message too big"),
+            WebSocketError::InvalidUTF8 => (close::INVALID_DATA, "text is not UTF-8"),
+            WebSocketError::UnexpectedEOF | WebSocketError::IoError(_) => return,
+            _ => (close::PROTOCOL, "protocol error"),
+        };
+        self.out.close(code, reason);
+    }
+
+    /// Answers a close frame: echo a valid code, 1002 for an invalid one.
+    fn answer_close(&self, payload: &[u8]) {
+        match payload {
+            [] => self.out.close(close::NORMAL, ""),
+            [_] => self.out.close(close::PROTOCOL, "invalid close frame"),
+            [hi, lo, reason @ ..] => {
+                let code = u16::from_be_bytes([*hi, *lo]);
+                let valid_code = matches!(code, 1000..=1003 | 1007..=1011 | 3000..=4999);
+                if !valid_code {
+                    self.out.close(close::PROTOCOL, "invalid close code");
+                } else if std::str::from_utf8(reason).is_err() {
+                    self.out
+                        .close(close::INVALID_DATA, "close reason is not UTF-8");
+                } else {
+                    self.out.close(code, "");
+                }
+            }
+        }
+    }
+
+    /// One complete client message.
+    async fn on_message(&self, text: bool, payload: &[u8]) {
+        WorkerMetrics::inc(&self.metrics().messages_in);
+        if !text {
+            self.send_error(None, ErrorCode::BadRequest, "send JSON text frames", None);
+            return;
+        }
+        let msg: ClientMessage = match serde_json::from_slice(payload) {
+            Ok(msg) => msg,
+            Err(e) => {
+                let message = format!("malformed message: {e}");
+                self.send_error(None, ErrorCode::BadRequest, &message, None);
+                return;
+            }
+        };
+        let id = msg.id.map(|raw| raw.get().as_bytes());
+        if msg.op != "ping" {
+            if let Err(retry) = self.bucket.borrow_mut().take(Instant::now()) {
+                WorkerMetrics::inc(&self.metrics().rate_limited);
+                self.send_error(id, ErrorCode::RateLimited, "slow down", Some(retry));
+                return;
+            }
+        }
+        match msg.op.as_ref() {
+            "ping" => self.send(32, |o| protocol::pong(o, id)),
+            "join" => self.join(id, msg.room.as_deref()).await,
+            "leave" => self.leave(id, msg.room.as_deref()).await,
+            "publish" => self.publish(id, msg.room.as_deref(), msg.data).await,
+            "send" => self.direct(id, msg.user.as_deref(), msg.data).await,
+            "presence" => self.presence(id, msg.room.as_deref()).await,
+            "history" => self.send_error(
+                id,
+                ErrorCode::BadRequest,
+                "room history is not enabled on this server",
+                None,
+            ),
+            other => {
+                let message = format!(
+                    "unknown op {:?}",
+                    other.chars().take(32).collect::<String>()
+                );
+                self.send_error(id, ErrorCode::BadRequest, &message, None);
+            }
+        }
+    }
+
+    /// Checks a room name from the client; sends the error and returns None if bad.
+    fn room<'a>(&self, id: Option<&[u8]>, room: Option<&'a str>) -> Option<&'a str> {
+        let Some(room) = room else {
+            self.send_error(id, ErrorCode::BadRequest, "missing \"room\"", None);
+            return None;
+        };
+        if let Err(e) = check_name(room.as_bytes()) {
+            self.send_error(id, ErrorCode::BadRequest, &format!("room name {e}"), None);
+            return None;
+        }
+        Some(room)
+    }
+
+    /// Reports a failed module command to the client.
+    fn fail(&self, id: Option<&[u8]>, err: &redis::RedisError) {
+        match classify(err) {
+            Failure::Limited(ms) => {
+                WorkerMetrics::inc(&self.metrics().rate_limited);
+                self.send_error(id, ErrorCode::RateLimited, "publishing too fast", Some(ms));
+            }
+            Failure::Banned(_) => {
+                WorkerMetrics::inc(&self.metrics().rate_limited);
+                self.out.close(close::POLICY, "banned: publishing too fast");
+            }
+            Failure::Refused(code, message) => self.send_error(id, code, &message, None),
+            Failure::Unavailable => self.send_error(
+                id,
+                ErrorCode::Unavailable,
+                "the message service is unavailable; retry",
+                None,
+            ),
+        }
+    }
+
+    fn ack(&self, id: Option<&[u8]>, extra: &[(&str, &[u8])]) {
+        self.send(64, |o| protocol::ack(o, id, extra));
+    }
+
+    async fn join(&self, id: Option<&[u8]>, room: Option<&str>) {
+        let Some(room) = self.room(id, room) else {
+            return;
+        };
+        if !room_allowed(self.identity.rooms.as_deref(), room) {
+            self.send_error(id, ErrorCode::Forbidden, "this room is not allowed", None);
+            return;
+        }
+        let w = &self.worker;
+        let max_rooms = w.shared.config.max_rooms_per_conn;
+        {
+            let mut local = w.local.borrow_mut();
+            if local.is_member(self.seq, room) {
+                drop(local);
+                return self.ack(id, &[]);
+            }
+            if local.room_count(self.seq) >= max_rooms {
+                drop(local);
+                let message = format!("at most {max_rooms} rooms per connection");
+                return self.send_error(id, ErrorCode::BadRequest, &message, None);
+            }
+            // Indexed before the command so that no message routed after the join can
+            // arrive before the local index knows the connection is a member.
+            local.join(self.seq, room);
+        }
+        let mut cmd = redis::cmd("RC.JOIN");
+        cmd.arg(room)
+            .arg(&w.node)
+            .arg(&*self.conn_id)
+            .arg(&self.identity.user);
+        match w.backend.run(&cmd).await {
+            Ok(_) => self.ack(id, &[]),
+            Err(e) => {
+                w.local.borrow_mut().leave(self.seq, room);
+                self.fail(id, &e);
+            }
+        }
+    }
+
+    async fn leave(&self, id: Option<&[u8]>, room: Option<&str>) {
+        let Some(room) = self.room(id, room) else {
+            return;
+        };
+        let w = &self.worker;
+        if !w.local.borrow_mut().leave(self.seq, room) {
+            return self.send_error(id, ErrorCode::NotMember, "not in this room", None);
+        }
+        let mut cmd = redis::cmd("RC.LEAVE");
+        cmd.arg(room).arg(&w.node).arg(&*self.conn_id);
+        match w.backend.run(&cmd).await {
+            Ok(_) => self.ack(id, &[]),
+            Err(e) => self.fail(id, &e),
+        }
+    }
+
+    async fn publish(
+        &self,
+        id: Option<&[u8]>,
+        room: Option<&str>,
+        data: Option<&serde_json::value::RawValue>,
+    ) {
+        let Some(room) = self.room(id, room) else {
+            return;
+        };
+        let Some(data) = data else {
+            return self.send_error(id, ErrorCode::BadRequest, "missing \"data\"", None);
+        };
+        let w = &self.worker;
+        if !w.local.borrow().is_member(self.seq, room) {
+            return self.send_error(id, ErrorCode::NotMember, "join the room first", None);
+        }
+        let mut cmd = redis::cmd("RC.PUBLISH");
+        cmd.arg(room)
+            .arg(data.get().as_bytes())
+            .arg("FROM")
+            .arg(&self.identity.user)
+            .arg("CONN")
+            .arg(&*self.conn_id);
+        match w.backend.run(&cmd).await {
+            Ok(Value::Array(reply)) => {
+                let offset = match reply.get(2) {
+                    Some(Value::BulkString(b)) => {
+                        let mut out = Vec::new();
+                        protocol::push_json_str(&mut out, &String::from_utf8_lossy(b));
+                        out
+                    }
+                    _ => b"null".to_vec(),
+                };
+                self.ack(id, &[("offset", &offset)]);
+            }
+            Ok(_) => self.ack(id, &[("offset", b"null")]),
+            Err(e) => self.fail(id, &e),
+        }
+    }
+
+    async fn direct(
+        &self,
+        id: Option<&[u8]>,
+        user: Option<&str>,
+        data: Option<&serde_json::value::RawValue>,
+    ) {
+        let Some(user) = user else {
+            return self.send_error(id, ErrorCode::BadRequest, "missing \"user\"", None);
+        };
+        if let Err(e) = check_name(user.as_bytes()) {
+            return self.send_error(id, ErrorCode::BadRequest, &format!("user name {e}"), None);
+        }
+        let Some(data) = data else {
+            return self.send_error(id, ErrorCode::BadRequest, "missing \"data\"", None);
+        };
+        let mut cmd = redis::cmd("RC.SEND");
+        cmd.arg(user)
+            .arg(data.get().as_bytes())
+            .arg("FROM")
+            .arg(&self.identity.user);
+        match self.worker.backend.run(&cmd).await {
+            Ok(_) => self.ack(id, &[]),
+            Err(e) => self.fail(id, &e),
+        }
+    }
+
+    async fn presence(&self, id: Option<&[u8]>, room: Option<&str>) {
+        let Some(room) = self.room(id, room) else {
+            return;
+        };
+        if !room_allowed(self.identity.rooms.as_deref(), room) {
+            return self.send_error(id, ErrorCode::Forbidden, "this room is not allowed", None);
+        }
+        let mut cmd = redis::cmd("RC.PRESENCE");
+        cmd.arg(room);
+        match self.worker.backend.run(&cmd).await {
+            Ok(Value::Array(users)) => {
+                let users: Vec<String> = users
+                    .iter()
+                    .filter_map(|u| match u {
+                        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+                        _ => None,
+                    })
+                    .collect();
+                let mut list = Vec::new();
+                protocol::string_array(&mut list, &users);
+                self.ack(id, &[("users", &list)]);
+            }
+            Ok(_) => self.ack(id, &[("users", b"[]")]),
+            Err(e) => self.fail(id, &e),
+        }
+    }
+}

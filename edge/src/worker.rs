@@ -1,0 +1,192 @@
+//! One worker: a thread with its own single-threaded runtime, node id, listener
+//! (sharing the port through `SO_REUSEPORT`), Redis connections, inbox reader and local
+//! index. Nothing on the hot path is shared with other workers.
+
+use std::cell::{Cell, RefCell};
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use roomcast_common::partition::Partitioner;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::LocalSet;
+
+use crate::auth::Verifier;
+use crate::backend::Backend;
+use crate::config::Config;
+use crate::frame::close;
+use crate::local::Local;
+use crate::metrics::WorkerMetrics;
+use crate::{http, lease, reader};
+
+/// What every worker shares (read-only after start).
+pub struct Shared {
+    /// Configuration.
+    pub config: Config,
+    /// Partition layout of the dataset (from `RC.INFO`).
+    pub layout: Partitioner,
+    /// Redis client (connection factory).
+    pub redis: redis::Client,
+    /// Token verifier, when a secret is configured.
+    pub verifier: Option<Verifier>,
+    /// Metrics of every worker, for `/metrics`.
+    pub all_metrics: Vec<Arc<WorkerMetrics>>,
+    /// Readiness of every worker (lease held and inbox reader connected).
+    pub ready: Vec<Arc<AtomicBool>>,
+}
+
+/// One worker's state, owned by its thread.
+pub struct Worker {
+    /// Node id registered in the module.
+    pub node: String,
+    /// Index of this worker.
+    pub index: usize,
+    /// Shared configuration and layout.
+    pub shared: Arc<Shared>,
+    /// Module commands.
+    pub backend: Backend,
+    /// Local connections and memberships.
+    pub local: RefCell<Local>,
+    /// This worker's metrics (only this thread writes them).
+    pub metrics: Arc<WorkerMetrics>,
+    /// Next connection sequence number.
+    next_seq: Cell<u64>,
+    /// Set while draining: new connections are refused.
+    pub draining: Cell<bool>,
+}
+
+impl Worker {
+    /// A fresh connection sequence number and its id (`<node>.<seq>`).
+    pub fn next_conn(&self) -> (u64, String) {
+        let seq = self.next_seq.get() + 1;
+        self.next_seq.set(seq);
+        (seq, format!("{}.{seq}", self.node))
+    }
+
+    /// The sequence number inside a local connection id, if it is one of ours.
+    pub fn seq_of(&self, conn_id: &str) -> Option<u64> {
+        conn_id
+            .strip_prefix(self.node.as_str())?
+            .strip_prefix('.')?
+            .parse()
+            .ok()
+    }
+
+    /// The partition tag argument (`{tag}`) of partition `p`.
+    pub fn partition_arg(&self, p: u32) -> String {
+        format!("{{{}}}", self.shared.layout.tag(p))
+    }
+
+    /// Marks this worker ready or not for `/readyz`.
+    pub fn set_ready(&self, ready: bool) {
+        if let Some(flag) = self.shared.ready.get(self.index) {
+            flag.store(ready, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Binds a listener on `addr` with `SO_REUSEPORT`, so every worker can bind the same port.
+pub fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nodelay(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(4096)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
+/// Runs worker `index` on the current thread until `shutdown` turns true, then drains.
+pub fn run(
+    index: usize,
+    node: String,
+    shared: Arc<Shared>,
+    listener: std::net::TcpListener,
+    mut shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let local_set = LocalSet::new();
+    local_set.block_on(&runtime, async move {
+        let metrics = shared.all_metrics.get(index).cloned().unwrap_or_default();
+        let backend =
+            Backend::new(shared.redis.clone(), metrics.clone()).map_err(std::io::Error::other)?;
+        let worker = Rc::new(Worker {
+            node,
+            index,
+            shared,
+            backend,
+            local: RefCell::new(Local::default()),
+            metrics,
+            next_seq: Cell::new(0),
+            draining: Cell::new(false),
+        });
+        let listener = TcpListener::from_std(listener)?;
+
+        lease::start(&worker).await;
+        let reader = tokio::task::spawn_local(reader::run(worker.clone()));
+        let renewer = tokio::task::spawn_local(lease::run(worker.clone()));
+        tracing::info!(node = %worker.node, "worker ready");
+
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => {
+                        let _ = stream.set_nodelay(true);
+                        tokio::task::spawn_local(http::serve(worker.clone(), stream));
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+                _ = shutdown.changed() => break,
+            }
+        }
+        drop(listener);
+        drain(&worker).await;
+        renewer.abort();
+        reader.abort();
+        Ok::<(), std::io::Error>(())
+    })
+}
+
+/// Closes every socket with 1012 ("reconnect elsewhere"), removes the node from every
+/// partition (`RC.NODE.DOWN`, so the others see leave events at once), and returns.
+async fn drain(worker: &Rc<Worker>) {
+    worker.draining.set(true);
+    worker.set_ready(false);
+    let outs: Vec<_> = worker
+        .local
+        .borrow()
+        .conns
+        .values()
+        .map(|c| c.out.clone())
+        .collect();
+    for out in &outs {
+        out.close(close::RESTART, "server draining");
+    }
+    let wait_writers = async {
+        for out in &outs {
+            out.finished().await;
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), wait_writers).await;
+    let mut pipe = redis::pipe();
+    for p in 0..worker.shared.layout.count() {
+        pipe.cmd("RC.NODE.DOWN")
+            .arg(worker.partition_arg(p))
+            .arg(&worker.node)
+            .ignore();
+    }
+    if let Err(e) = worker.backend.run_pipeline(&pipe).await {
+        tracing::warn!(node = %worker.node, error = %e, "RC.NODE.DOWN failed while draining");
+    }
+    tracing::info!(node = %worker.node, connections = outs.len(), "worker drained");
+}
