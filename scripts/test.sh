@@ -7,8 +7,8 @@ cd "$(dirname "$0")/.."
 source scripts/deps.sh
 ensure_deps
 
-echo "== build the module (release) =="
-cargo build --release -p roomcast-module
+echo "== build the module and the edge (release) =="
+cargo build --release -p roomcast-module -p roomcast-edge
 echo "== format and lints =="
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings

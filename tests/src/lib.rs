@@ -13,6 +13,7 @@
 //! - [`reply`]: small helpers to read replies and errors.
 //! - [`ws`]: a blocking WebSocket test client (and plain HTTP GET) for the edge.
 
+pub mod edge;
 pub mod reply;
 pub mod roomcast;
 pub mod ws;

@@ -1,0 +1,217 @@
+//! Test harness for real `roomcast-edge` processes.
+//!
+//! Each [`Edge`] runs `target/release/roomcast-edge` (override with `ROOMCAST_EDGE`)
+//! against a test's own [`crate::Redis`], listening on a free loopback port, and is
+//! killed on drop. Its stderr (the structured log) is kept for assertions.
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::ws::{self, Connect, WsClient};
+use crate::Redis;
+
+/// The HS256 secret every test edge is started with.
+pub const SECRET: &str = "roomcast-test-secret";
+
+/// The edge binary under test.
+pub fn edge_binary() -> PathBuf {
+    if let Ok(path) = std::env::var("ROOMCAST_EDGE") {
+        return PathBuf::from(path);
+    }
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/roomcast-edge");
+    assert!(
+        path.exists(),
+        "{} is missing: build it with `cargo build --release -p roomcast-edge` \
+         (scripts/test.sh does this)",
+        path.display()
+    );
+    path
+}
+
+/// One edge process.
+pub struct Edge {
+    /// The process (killed on drop).
+    child: Option<Child>,
+    /// Address it listens on.
+    pub addr: SocketAddr,
+    /// Its node id base (`--node-id`); worker 0 is `<node>-w0`.
+    pub node: String,
+    /// Everything it wrote to stderr so far.
+    log: Arc<Mutex<String>>,
+}
+
+impl Edge {
+    /// Starts an edge on `redis` with one worker, a 1 s lease, the test secret and
+    /// anonymous connections allowed; `extra` flags are appended (later flags win).
+    pub fn start(redis: &Redis, node: &str, extra: &[&str]) -> Edge {
+        let url = format!("redis://127.0.0.1:{}/", redis.port);
+        let mut args = vec![
+            "--redis", &url, "--listen", "127.0.0.1:0", "--workers", "1", "--lease-ms", "1000",
+            "--jwt-secret", SECRET, "--allow-anonymous", "--node-id", node,
+        ];
+        args.extend_from_slice(extra);
+        Self::spawn(&args, node)
+    }
+
+    /// Starts an edge with exactly `args`.
+    pub fn spawn(args: &[&str], node: &str) -> Edge {
+        let mut child = Command::new(edge_binary())
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run roomcast-edge");
+        let log = Arc::new(Mutex::new(String::new()));
+        if let Some(stderr) = child.stderr.take() {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stderr);
+                let mut line = String::new();
+                while reader.read_line(&mut line).map_or(false, |n| n > 0) {
+                    if let Ok(mut log) = log.lock() {
+                        log.push_str(&line);
+                    }
+                    line.clear();
+                }
+            });
+        }
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut reader = BufReader::new(stdout);
+            let mut line = String::new();
+            while reader.read_line(&mut line).map_or(false, |n| n > 0) {
+                if let Some(rest) = line.split("listening on http://").nth(1) {
+                    let addr = rest.split_whitespace().next().unwrap_or("").to_string();
+                    let _ = tx.send(addr);
+                }
+                line.clear();
+            }
+            let mut rest = String::new();
+            let _ = reader.read_to_string(&mut rest);
+        });
+        let mut edge = Edge {
+            child: Some(child),
+            addr: "127.0.0.1:1".parse().expect("addr"),
+            node: node.to_string(),
+            log,
+        };
+        match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(addr) => edge.addr = addr.parse().expect("listen address"),
+            Err(_) => panic!("roomcast-edge did not start:\n{}", edge.log()),
+        }
+        edge.wait_ready();
+        edge
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok((200, _)) = ws::http_get(self.addr, "/readyz") {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("roomcast-edge never became ready:\n{}", self.log());
+    }
+
+    /// Node id of worker 0.
+    pub fn node0(&self) -> String {
+        format!("{}-w0", self.node)
+    }
+
+    /// The edge's log so far.
+    pub fn log(&self) -> String {
+        self.log.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// An anonymous connection as `user`; returns the client and its welcome.
+    pub fn connect(&self, user: &str) -> (WsClient, serde_json::Value) {
+        let path = format!("/ws?user={user}");
+        let mut client = ws::connect(self.addr, &path, &[]).expect("connect").unwrap_open();
+        let welcome = client
+            .recv_json(Duration::from_secs(5))
+            .expect("welcome message");
+        assert_eq!(welcome["op"], "welcome", "{welcome}");
+        (client, welcome)
+    }
+
+    /// A connection with a query string and headers, as the server answered it.
+    pub fn try_connect(&self, path: &str, headers: &[(&str, &str)]) -> Connect {
+        ws::connect(self.addr, path, headers).expect("connect")
+    }
+
+    /// Sends a signal to the process (`TERM`, `KILL`, `STOP`, `CONT`).
+    pub fn signal(&self, name: &str) {
+        if let Some(child) = &self.child {
+            let status = Command::new("kill")
+                .arg(format!("-{name}"))
+                .arg(child.id().to_string())
+                .status()
+                .expect("kill");
+            assert!(status.success());
+        }
+    }
+
+    /// Waits for the process to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        let child = self.child.as_mut()?;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// Kills the process at once (SIGKILL).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Edge {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A signed client token for `sub`, valid `ttl_s` seconds, optionally limited to rooms.
+pub fn token(sub: &str, ttl_s: i64, rooms: Option<&[&str]>) -> String {
+    let mut args = vec![
+        "token".to_string(),
+        "--secret".into(),
+        SECRET.into(),
+        "--sub".into(),
+        sub.into(),
+        "--ttl".into(),
+        ttl_s.max(0).to_string(),
+    ];
+    for room in rooms.unwrap_or_default() {
+        args.push("--room".into());
+        args.push(room.to_string());
+    }
+    let out = Command::new(edge_binary()).args(&args).output().expect("token");
+    assert!(out.status.success(), "token: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Sends `{"op":…}` with an id and waits for the matching ack or error.
+pub fn request(client: &mut WsClient, mut msg: serde_json::Value, id: u64) -> serde_json::Value {
+    msg["id"] = serde_json::json!(id);
+    client.send_json(&msg).expect("send");
+    client
+        .recv_json_where(Duration::from_secs(5), |m| m["id"] == serde_json::json!(id))
+        .expect("reply")
+}
