@@ -321,7 +321,6 @@ impl Session {
             if self.out.is_closing() {
                 return;
             }
-            frame.payload = fastwebsockets::Payload::Borrowed(&[]);
         }
     }
 
