@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use roomcast_common::crc16::{crc16, key_slot};
-use roomcast_common::gcra::{throttle, Quota, TatStore};
+use roomcast_common::gcra::{throttle, Memory, Quota};
 use roomcast_common::json;
 use roomcast_common::keys::PartitionKeys;
 use roomcast_common::partition::{Partitioner, DEFAULT_PARTITIONS};
@@ -17,25 +17,6 @@ use roomcast_common::partition::{Partitioner, DEFAULT_PARTITIONS};
 /// A 100-byte JSON chat payload, the same one `benches/publish.sh` sends.
 const PAYLOAD: &[u8] =
     br#"{"type":"chat","user":"alice","text":"hello everyone in the lobby, this is a test msg!","n":1234567}"#;
-
-/// An in-memory TAT store with a hand-driven clock (the module's store reads Redis time
-/// and a string key instead).
-struct Memory {
-    now: i64,
-    tat: Option<i64>,
-}
-
-impl TatStore for Memory {
-    fn now_us(&self) -> i64 {
-        self.now
-    }
-    fn tat_us(&self) -> Option<i64> {
-        self.tat
-    }
-    fn set_tat_us(&mut self, tat_us: i64) {
-        self.tat = Some(tat_us);
-    }
-}
 
 fn bench_crc16(c: &mut Criterion) {
     let mut group = c.benchmark_group("crc16");

@@ -18,6 +18,28 @@ pub trait TatStore {
     fn set_tat_us(&mut self, tat_us: i64);
 }
 
+/// A store held in memory with a clock driven by hand: for tests and benchmarks of the
+/// math (the module's store reads Redis time and a string key instead).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Memory {
+    /// Current time, µs.
+    pub now: i64,
+    /// Stored TAT, µs.
+    pub tat: Option<i64>,
+}
+
+impl TatStore for Memory {
+    fn now_us(&self) -> i64 {
+        self.now
+    }
+    fn tat_us(&self) -> Option<i64> {
+        self.tat
+    }
+    fn set_tat_us(&mut self, tat_us: i64) {
+        self.tat = Some(tat_us);
+    }
+}
+
 /// A rate: `burst + 1` cells at once, then one cell per `emission_interval_us`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Quota {
@@ -137,24 +159,6 @@ fn ceil_div(value: i64, by: i64) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// An in-memory store with a hand-driven clock.
-    struct Memory {
-        now: i64,
-        tat: Option<i64>,
-    }
-
-    impl TatStore for Memory {
-        fn now_us(&self) -> i64 {
-            self.now
-        }
-        fn tat_us(&self) -> Option<i64> {
-            self.tat
-        }
-        fn set_tat_us(&mut self, tat_us: i64) {
-            self.tat = Some(tat_us);
-        }
-    }
 
     fn fresh() -> Memory {
         Memory {

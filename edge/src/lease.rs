@@ -17,14 +17,7 @@ use crate::worker::Worker;
 pub async fn start(worker: &Rc<Worker>) {
     let mut delay = Duration::from_millis(100);
     loop {
-        let mut pipe = redis::pipe();
-        for p in 0..worker.shared.layout.count() {
-            pipe.cmd("RC.NODE.DOWN")
-                .arg(worker.partition_arg(p))
-                .arg(&worker.node)
-                .ignore();
-        }
-        match worker.backend.run_pipeline(&pipe).await {
+        match worker.backend.run_pipeline(&node_down(worker)).await {
             Ok(_) => match renew(worker).await {
                 Ok(_) => {
                     worker.set_ready(true);
@@ -37,6 +30,19 @@ pub async fn start(worker: &Rc<Worker>) {
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(2));
     }
+}
+
+/// `RC.NODE.DOWN` of this node in every partition, as one pipeline: used at start (to
+/// clear what a previous process with the same id left) and when draining.
+pub fn node_down(worker: &Worker) -> redis::Pipeline {
+    let mut pipe = redis::pipe();
+    for p in 0..worker.shared.layout.count() {
+        pipe.cmd("RC.NODE.DOWN")
+            .arg(worker.partition_arg(p))
+            .arg(&worker.node)
+            .ignore();
+    }
+    pipe
 }
 
 /// Renews every lease; returns the partitions where the lease was new.

@@ -178,14 +178,7 @@ async fn drain(worker: &Rc<Worker>) {
         }
     };
     let _ = tokio::time::timeout(Duration::from_secs(2), wait_writers).await;
-    let mut pipe = redis::pipe();
-    for p in 0..worker.shared.layout.count() {
-        pipe.cmd("RC.NODE.DOWN")
-            .arg(worker.partition_arg(p))
-            .arg(&worker.node)
-            .ignore();
-    }
-    if let Err(e) = worker.backend.run_pipeline(&pipe).await {
+    if let Err(e) = worker.backend.run_pipeline(&lease::node_down(worker)).await {
         tracing::warn!(node = %worker.node, error = %e, "RC.NODE.DOWN failed while draining");
     }
     tracing::info!(node = %worker.node, connections = outs.len(), "worker drained");
