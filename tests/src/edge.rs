@@ -73,7 +73,7 @@ impl Edge {
             std::thread::spawn(move || {
                 let mut reader = BufReader::new(stderr);
                 let mut line = String::new();
-                while reader.read_line(&mut line).map_or(false, |n| n > 0) {
+                while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
                     if let Ok(mut log) = log.lock() {
                         log.push_str(&line);
                     }
@@ -86,7 +86,7 @@ impl Edge {
         std::thread::spawn(move || {
             let mut reader = BufReader::new(stdout);
             let mut line = String::new();
-            while reader.read_line(&mut line).map_or(false, |n| n > 0) {
+            while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
                 if let Some(rest) = line.split("listening on http://").nth(1) {
                     let addr = rest.split_whitespace().next().unwrap_or("").to_string();
                     let _ = tx.send(addr);
