@@ -2,9 +2,15 @@
 //!
 //! Fan-out pushes shared, already-encoded frames (`Bytes`) into the queue; the writer
 //! task wakes once, copies everything queued into one buffer and sends it with one
-//! write — a batch costs one syscall, not one per frame. A queue that would exceed its
-//! byte limit marks the connection a slow consumer: its queue is dropped and it is
-//! closed with 1008, so one stalled reader never grows memory or slows the others.
+//! write — a batch costs one syscall, not one per frame.
+//!
+//! Slow consumers: fan-out works in *rounds* (one inbox read, cut into chunks of bounded
+//! size, with a yield between chunks so writers run). A connection whose queue still
+//! holds more than its limit of bytes from an *earlier* round — its writer had the chance
+//! to take them and could not, because the socket is full — has fallen too far behind:
+//! its queue is dropped and it is closed with 1008 "slow consumer". A hard cap (limit +
+//! [`ROUND_SLACK`]) bounds memory within a single round. A burst that a healthy client
+//! absorbs never trips it; one stalled reader never grows memory or slows the others.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -26,12 +32,17 @@ pub enum Pushed {
     SlowConsumer,
 }
 
+/// Bytes one fan-out round may add to a queue beyond its limit before the hard cap.
+pub const ROUND_SLACK: usize = 1 << 20;
+
 /// Queue state.
 struct Queue {
     /// Frames waiting to be written, in order.
     frames: VecDeque<Bytes>,
     /// Sum of their lengths.
     bytes: usize,
+    /// Fan-out round in which the oldest queued frame was pushed.
+    oldest_round: u64,
     /// Set once a close was requested: (code, reason). Nothing is queued after it.
     closing: Option<(u16, String)>,
     /// The writer has finished (socket closed or close frame sent).
@@ -57,6 +68,7 @@ impl Outbox {
             queue: RefCell::new(Queue {
                 frames: VecDeque::new(),
                 bytes: 0,
+                oldest_round: 0,
                 closing: None,
                 done: false,
             }),
@@ -66,19 +78,24 @@ impl Outbox {
         }
     }
 
-    /// Queues a frame.
-    pub fn push(&self, frame: Bytes) -> Pushed {
+    /// Queues a frame during fan-out round `round`.
+    pub fn push(&self, frame: Bytes, round: u64) -> Pushed {
         let mut q = self.queue.borrow_mut();
         if q.closing.is_some() || q.done {
             return Pushed::Dropped;
         }
-        if q.bytes + frame.len() > self.limit {
+        let behind = q.bytes > self.limit && q.oldest_round < round;
+        let over_cap = q.bytes + frame.len() > self.limit.saturating_add(ROUND_SLACK);
+        if behind || over_cap {
             q.frames.clear();
             q.bytes = 0;
             q.closing = Some((close::POLICY, "slow consumer".to_string()));
             drop(q);
             self.wake.notify_one();
             return Pushed::SlowConsumer;
+        }
+        if q.frames.is_empty() {
+            q.oldest_round = round;
         }
         q.bytes += frame.len();
         q.frames.push_back(frame);
@@ -163,10 +180,10 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn batches_frames_into_one_write_then_closes() {
         let outbox = Outbox::new(1024);
-        assert_eq!(outbox.push(Bytes::from_static(b"a")), Pushed::Queued);
-        assert_eq!(outbox.push(Bytes::from_static(b"b")), Pushed::Queued);
+        assert_eq!(outbox.push(Bytes::from_static(b"a"), 0), Pushed::Queued);
+        assert_eq!(outbox.push(Bytes::from_static(b"b"), 0), Pushed::Queued);
         outbox.close(1000, "bye");
-        assert_eq!(outbox.push(Bytes::from_static(b"c")), Pushed::Dropped);
+        assert_eq!(outbox.push(Bytes::from_static(b"c"), 0), Pushed::Dropped);
         let mut out = Vec::new();
         outbox.run_writer(&mut out).await;
         assert_eq!(&out[..2], b"ab");
@@ -175,10 +192,28 @@ mod tests {
     }
 
     #[tokio::test(flavor = "current_thread")]
-    async fn an_overfull_queue_becomes_a_slow_consumer_close() {
+    async fn a_burst_within_one_round_is_absorbed() {
         let outbox = Outbox::new(10);
-        assert_eq!(outbox.push(Bytes::from(vec![0; 8])), Pushed::Queued);
-        assert_eq!(outbox.push(Bytes::from(vec![0; 8])), Pushed::SlowConsumer);
+        for _ in 0..100 {
+            assert_eq!(outbox.push(Bytes::from(vec![0; 8]), 1), Pushed::Queued);
+        }
+        // The writer takes everything; the next round starts from an empty queue.
+        outbox.close(1000, "");
+        let mut out = Vec::new();
+        outbox.run_writer(&mut out).await;
+        assert_eq!(out.len(), 800 + 4);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_queue_left_over_the_limit_from_an_earlier_round_is_a_slow_consumer() {
+        let outbox = Outbox::new(10);
+        assert_eq!(outbox.push(Bytes::from(vec![0; 8]), 1), Pushed::Queued);
+        assert_eq!(outbox.push(Bytes::from(vec![0; 8]), 1), Pushed::Queued);
+        // Round 2 finds 16 bytes (> 10) still queued from round 1.
+        assert_eq!(
+            outbox.push(Bytes::from(vec![0; 8]), 2),
+            Pushed::SlowConsumer
+        );
         assert!(outbox.is_closing());
         let mut out = Vec::new();
         outbox.run_writer(&mut out).await;

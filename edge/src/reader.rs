@@ -113,7 +113,7 @@ pub async fn run(worker: Rc<Worker>) {
             cmd.arg(&keys).arg(&last_ids);
             let reply: Result<Value, _> = cmd.query_async(&mut conn).await;
             match reply {
-                Ok(reply) => deliver(&worker, &keys, &mut last_ids, &reply),
+                Ok(reply) => deliver(&worker, &keys, &mut last_ids, &reply).await,
                 Err(e) => {
                     tracing::warn!(error = %e, "inbox read failed; reconnecting");
                     WorkerMetrics::inc(&worker.metrics.redis_errors);
@@ -136,9 +136,20 @@ async fn connect(worker: &Worker) -> redis::RedisResult<MultiplexedConnection> {
         .await
 }
 
+/// Bytes of entries delivered between two yields: bounds how much one round can add to
+/// a queue, and lets writers flush during a large read.
+const CHUNK_BYTES: usize = 256 * 1024;
+
+/// Starts a new fan-out round (see `outbox`).
+fn next_round(worker: &Worker) {
+    worker.round.set(worker.round.get() + 1);
+}
+
 /// Handles one XREAD reply: `[[key, [[id, [f, v, …]], …]], …]` (nil on timeout).
-fn deliver(worker: &Worker, keys: &[String], last_ids: &mut [String], reply: &Value) {
+async fn deliver(worker: &Worker, keys: &[String], last_ids: &mut [String], reply: &Value) {
     let Value::Array(streams) = reply else { return };
+    next_round(worker);
+    let mut chunk = 0usize;
     for stream in streams {
         let Value::Array(parts) = stream else {
             continue;
@@ -159,7 +170,14 @@ fn deliver(worker: &Worker, keys: &[String], last_ids: &mut [String], reply: &Va
             {
                 *slot = id.to_string();
             }
-            fan_out(worker, &decode(fields));
+            let entry = decode(fields);
+            chunk += entry.data.len() + 64;
+            fan_out(worker, &entry);
+            if chunk >= CHUNK_BYTES {
+                chunk = 0;
+                tokio::task::yield_now().await;
+                next_round(worker);
+            }
         }
     }
 }
@@ -233,7 +251,7 @@ fn send_to_room(worker: &Worker, room: &str, skip: Option<u64>, frame: &Bytes) {
 fn push(worker: &Worker, out: &crate::outbox::Outbox, frame: Bytes) {
     let m = &worker.metrics;
     let len = frame.len() as u64;
-    match out.push(frame) {
+    match out.push(frame, worker.round.get()) {
         Pushed::Queued => {
             WorkerMetrics::inc(&m.deliveries);
             WorkerMetrics::inc(&m.messages_out);

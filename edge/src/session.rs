@@ -112,7 +112,7 @@ impl Session {
     fn send(&self, estimate: usize, write: impl FnOnce(&mut Vec<u8>)) {
         let frame = frame::text_with(estimate, write);
         let len = frame.len() as u64;
-        match self.out.push(frame) {
+        match self.out.push(frame, self.worker.round.get()) {
             Pushed::Queued => {
                 WorkerMetrics::inc(&self.metrics().messages_out);
                 WorkerMetrics::add(&self.metrics().bytes_out, len);
@@ -210,7 +210,8 @@ impl Session {
                     if self.last_seen.get().elapsed() > dead_after {
                         self.out.close(close::POLICY, "ping timeout");
                     } else {
-                        let _ = self.out.push(frame::encode(frame::OP_PING, b""));
+                        let ping = frame::encode(frame::OP_PING, b"");
+                        let _ = self.out.push(ping, self.worker.round.get());
                     }
                 }
                 _ = &mut expired => {
@@ -280,7 +281,8 @@ impl Session {
                     return;
                 }
                 OpCode::Ping => {
-                    let _ = self.out.push(frame::encode(frame::OP_PONG, &frame.payload));
+                    let pong = frame::encode(frame::OP_PONG, &frame.payload);
+                    let _ = self.out.push(pong, self.worker.round.get());
                 }
                 OpCode::Pong => {}
                 OpCode::Text | OpCode::Binary => {

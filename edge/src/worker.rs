@@ -56,6 +56,9 @@ pub struct Worker {
     next_seq: Cell<u64>,
     /// Set while draining: new connections are refused.
     pub draining: Cell<bool>,
+    /// Current fan-out round (see `outbox`): advanced by the inbox reader between
+    /// chunks of delivery, so a queue can tell a burst from a consumer that is behind.
+    pub round: Cell<u64>,
 }
 
 impl Worker {
@@ -126,6 +129,7 @@ pub fn run(
             metrics,
             next_seq: Cell::new(0),
             draining: Cell::new(false),
+            round: Cell::new(0),
         });
         let listener = TcpListener::from_std(listener)?;
 

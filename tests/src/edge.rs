@@ -50,8 +50,19 @@ impl Edge {
     pub fn start(redis: &Redis, node: &str, extra: &[&str]) -> Edge {
         let url = format!("redis://127.0.0.1:{}/", redis.port);
         let mut args = vec![
-            "--redis", &url, "--listen", "127.0.0.1:0", "--workers", "1", "--lease-ms", "1000",
-            "--jwt-secret", SECRET, "--allow-anonymous", "--node-id", node,
+            "--redis",
+            &url,
+            "--listen",
+            "127.0.0.1:0",
+            "--workers",
+            "1",
+            "--lease-ms",
+            "1000",
+            "--jwt-secret",
+            SECRET,
+            "--allow-anonymous",
+            "--node-id",
+            node,
         ];
         args.extend_from_slice(extra);
         Self::spawn(&args, node)
@@ -134,7 +145,9 @@ impl Edge {
     /// An anonymous connection as `user`; returns the client and its welcome.
     pub fn connect(&self, user: &str) -> (WsClient, serde_json::Value) {
         let path = format!("/ws?user={user}");
-        let mut client = ws::connect(self.addr, &path, &[]).expect("connect").unwrap_open();
+        let mut client = ws::connect(self.addr, &path, &[])
+            .expect("connect")
+            .unwrap_open();
         let welcome = client
             .recv_json(Duration::from_secs(5))
             .expect("welcome message");
@@ -202,8 +215,15 @@ pub fn token(sub: &str, ttl_s: i64, rooms: Option<&[&str]>) -> String {
         args.push("--room".into());
         args.push(room.to_string());
     }
-    let out = Command::new(edge_binary()).args(&args).output().expect("token");
-    assert!(out.status.success(), "token: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(edge_binary())
+        .args(&args)
+        .output()
+        .expect("token");
+    assert!(
+        out.status.success(),
+        "token: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 

@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
-use serde_json::json;
 use roomcast_tests::edge::{request, Edge};
 use roomcast_tests::Redis;
+use serde_json::json;
 
 const T: Duration = Duration::from_secs(5);
 
@@ -18,13 +18,22 @@ fn rooms_span_edges_with_exact_bytes_and_sender_exclusion() {
     assert_eq!(welcome["user"], "ann");
     assert_eq!(welcome["node"], a.node0());
     let (mut bob, _) = b.connect("bob");
-    assert_eq!(request(&mut ann, json!({"op":"join","room":"lobby"}), 1)["op"], "ack");
-    assert_eq!(request(&mut bob, json!({"op":"join","room":"lobby"}), 2)["op"], "ack");
+    assert_eq!(
+        request(&mut ann, json!({"op":"join","room":"lobby"}), 1)["op"],
+        "ack"
+    );
+    assert_eq!(
+        request(&mut bob, json!({"op":"join","room":"lobby"}), 2)["op"],
+        "ack"
+    );
     let joined = ann.recv_json_where(T, |m| m["op"] == "joined").unwrap();
     assert_eq!(joined, json!({"op":"joined","room":"lobby","user":"bob"}));
 
     let payload = r#"{"text":"héllo","n":[1,2.5,null],"nested":{"a":"\u00e9"}}"#;
-    ann.send_text(&format!(r#"{{"op":"publish","room":"lobby","id":3,"data":{payload}}}"#)).unwrap();
+    ann.send_text(&format!(
+        r#"{{"op":"publish","room":"lobby","id":3,"data":{payload}}}"#
+    ))
+    .unwrap();
     let ack = ann.recv_json_where(T, |m| m["id"] == 3).unwrap();
     assert_eq!(ack["op"], "ack", "{ack}");
     let raw = loop {
@@ -33,9 +42,17 @@ fn rooms_span_edges_with_exact_bytes_and_sender_exclusion() {
             _ => continue,
         }
     };
-    assert!(raw.contains(&format!(r#""data":{payload}"#)), "payload bytes changed: {raw}");
+    assert!(
+        raw.contains(&format!(r#""data":{payload}"#)),
+        "payload bytes changed: {raw}"
+    );
     let msg: serde_json::Value = serde_json::from_str(&raw).unwrap();
-    assert_eq!((msg["room"].as_str(), msg["from"].as_str()), (Some("lobby"), Some("ann")));
+    assert_eq!(
+        (msg["room"].as_str(), msg["from"].as_str()),
+        (Some("lobby"), Some("ann"))
+    );
     // The sender's own connection does not get its message.
-    assert!(ann.recv_json_where(Duration::from_millis(300), |m| m["op"] == "message").is_err());
+    assert!(ann
+        .recv_json_where(Duration::from_millis(300), |m| m["op"] == "message")
+        .is_err());
 }
