@@ -19,7 +19,8 @@ pub struct Embedded {
 /// Finds `libroomcast.so`: the flag, next to this binary, or `target/release`.
 fn module_path(flag: Option<&str>) -> Result<PathBuf, String> {
     if let Some(path) = flag {
-        return Ok(PathBuf::from(path));
+        // redis-server resolves the path from its own working directory.
+        return std::fs::canonicalize(path).map_err(|e| format!("--module {path}: {e}"));
     }
     let mut candidates = Vec::new();
     if let Ok(exe) = std::env::current_exe() {

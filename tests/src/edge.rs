@@ -40,6 +40,8 @@ pub struct Edge {
     pub addr: SocketAddr,
     /// Its node id base (`--node-id`); worker 0 is `<node>-w0`.
     pub node: String,
+    /// The line it printed when it started listening.
+    pub banner: String,
     /// Everything it wrote to stderr so far.
     log: Arc<Mutex<String>>,
 }
@@ -98,9 +100,8 @@ impl Edge {
             let mut reader = BufReader::new(stdout);
             let mut line = String::new();
             while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
-                if let Some(rest) = line.split("listening on http://").nth(1) {
-                    let addr = rest.split_whitespace().next().unwrap_or("").to_string();
-                    let _ = tx.send(addr);
+                if line.contains("listening on http://") {
+                    let _ = tx.send(line.trim().to_string());
                 }
                 line.clear();
             }
@@ -111,10 +112,19 @@ impl Edge {
             child: Some(child),
             addr: "127.0.0.1:1".parse().expect("addr"),
             node: node.to_string(),
+            banner: String::new(),
             log,
         };
         match rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(addr) => edge.addr = addr.parse().expect("listen address"),
+            Ok(banner) => {
+                let addr = banner
+                    .split("listening on http://")
+                    .nth(1)
+                    .and_then(|rest| rest.split_whitespace().next())
+                    .unwrap_or_default();
+                edge.addr = addr.parse().expect("listen address");
+                edge.banner = banner;
+            }
             Err(_) => panic!("roomcast-edge did not start:\n{}", edge.log()),
         }
         edge.wait_ready();

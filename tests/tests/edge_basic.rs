@@ -56,3 +56,65 @@ fn rooms_span_edges_with_exact_bytes_and_sender_exclusion() {
         .recv_json_where(Duration::from_millis(300), |m| m["op"] == "message")
         .is_err());
 }
+
+#[test]
+fn the_embedded_default_runs_its_own_redis_and_stops_it() {
+    let module = roomcast_tests::module_path().display().to_string();
+    let args = [
+        "--listen",
+        "127.0.0.1:0",
+        "--workers",
+        "2",
+        "--allow-anonymous",
+        "--node-id",
+        "emb",
+        "--module",
+        &module,
+    ];
+    let mut edge = Edge::spawn(&args, "emb");
+    let redis_url = edge
+        .banner
+        .split("redis ")
+        .nth(1)
+        .expect("the banner names the Redis it uses")
+        .to_string();
+    let redis_addr: std::net::SocketAddr = redis_url
+        .trim_start_matches("redis://")
+        .trim_end_matches('/')
+        .parse()
+        .expect("embedded Redis address");
+
+    // Two workers share the port; clients land on either and still meet in a room.
+    let mut clients: Vec<_> = (0..4).map(|i| edge.connect(&format!("u{i}")).0).collect();
+    for (i, c) in clients.iter_mut().enumerate() {
+        assert_eq!(
+            request(c, json!({"op":"join","room":"lobby"}), i as u64)["op"],
+            "ack"
+        );
+    }
+    assert_eq!(
+        request(
+            &mut clients[0],
+            json!({"op":"publish","room":"lobby","data":7}),
+            9
+        )["op"],
+        "ack"
+    );
+    for c in clients.iter_mut().skip(1) {
+        let m = c.recv_json_where(T, |m| m["op"] == "message").unwrap();
+        assert_eq!(m["data"], 7);
+    }
+
+    edge.signal("TERM");
+    for c in clients.iter_mut() {
+        assert_eq!(c.expect_close(T).unwrap().0, Some(1012));
+    }
+    let status = edge
+        .wait_exit(Duration::from_secs(10))
+        .expect("the edge exits");
+    assert!(status.success(), "{status}");
+    assert!(
+        std::net::TcpStream::connect_timeout(&redis_addr, Duration::from_millis(500)).is_err(),
+        "the embedded redis-server is still running"
+    );
+}
