@@ -1,0 +1,161 @@
+//! `roomcast-fanout`: an end-to-end load generator for roomcast edges.
+//!
+//! - `fanout`: K rooms of M receiving members spread round-robin over the edges, plus
+//!   one publisher per room (on the first edge). Publishers send on a fixed schedule
+//!   (open loop); each message carries its scheduled send time and a per-room sequence
+//!   number, so receivers measure latency from the schedule (no coordinated omission)
+//!   and count loss, duplicates and reordering per (room, receiver).
+//! - `idle`: opens N connections over the edges and several source addresses, holds them,
+//!   and reports the connect rate and the RSS growth of the watched processes.
+//!
+//! Both take `--watch NAME=PID` (repeatable) to read those processes' CPU time and RSS
+//! from /proc at the edges of the measured window, print a progress line on stderr every
+//! second and write a JSON result (`--out`). One tokio `current_thread` runtime: the
+//! generator uses one core, which the caller may pin.
+
+// The `json!` results are large.
+#![recursion_limit = "256"]
+
+mod fanout;
+mod idle;
+mod procfs;
+mod ws;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+use crate::procfs::Watch;
+
+#[derive(Parser)]
+#[command(version, about = "End-to-end load generator for roomcast edges")]
+struct Cli {
+    #[command(subcommand)]
+    mode: Mode,
+}
+
+#[derive(Subcommand)]
+enum Mode {
+    /// Rooms of M members fed by open-loop publishers; latency, loss, CPU per delivery.
+    Fanout(FanoutArgs),
+    /// Idle connections: connect rate and memory per connection.
+    Idle(IdleArgs),
+}
+
+/// Options shared by both modes.
+#[derive(Args, Clone)]
+pub struct Common {
+    /// Edge addresses (HOST:PORT), comma-separated; connections go round-robin.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub edges: Vec<SocketAddr>,
+    /// Process to read CPU time and RSS of, as NAME=PID (repeatable). Names starting
+    /// with `edge` count as edges, `redis` as Redis, in the derived figures.
+    #[arg(long, value_parser = procfs::parse_watch)]
+    pub watch: Vec<Watch>,
+    /// Write the result as JSON to this file.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Free-form label copied into the result.
+    #[arg(long, default_value = "")]
+    pub label: String,
+    /// Bind client sockets to this many source addresses 127.0.0.2, 127.0.0.3, ...
+    /// (0: let the kernel pick).
+    #[arg(long, default_value_t = 0)]
+    pub src_ips: u8,
+    /// Connection handshakes in flight at once.
+    #[arg(long, default_value_t = 128)]
+    pub concurrency: usize,
+}
+
+impl Common {
+    /// The source address of the `i`th connection.
+    pub fn src(&self, i: usize) -> Option<IpAddr> {
+        (self.src_ips > 0).then(|| {
+            IpAddr::V4(Ipv4Addr::new(
+                127,
+                0,
+                0,
+                2 + (i % usize::from(self.src_ips)) as u8,
+            ))
+        })
+    }
+}
+
+#[derive(Args)]
+pub struct FanoutArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Rooms (K); each has its own publisher.
+    #[arg(long, default_value_t = 10)]
+    pub rooms: usize,
+    /// Receiving members per room (M), not counting the publisher.
+    #[arg(long, default_value_t = 10)]
+    pub members: usize,
+    /// Publishes per second per room (offered deliveries/s = K × M × rate).
+    #[arg(long, default_value_t = 100.0)]
+    pub rate: f64,
+    /// Measured seconds (after the warm-up).
+    #[arg(long, default_value_t = 15.0)]
+    pub seconds: f64,
+    /// Warm-up seconds: published and checked for loss, but not in the latency or rate figures.
+    #[arg(long, default_value_t = 3.0)]
+    pub warmup: f64,
+    /// Seconds to keep reading after the last publish before counting losses.
+    #[arg(long, default_value_t = 2.0)]
+    pub drain: f64,
+    /// Size of the `data` JSON value of each message, in bytes.
+    #[arg(long, default_value_t = 100)]
+    pub payload_bytes: usize,
+    /// Prefix of room and user names (use a fresh one per run against long-lived edges).
+    #[arg(long, default_value = "fo")]
+    pub prefix: String,
+}
+
+#[derive(Args)]
+pub struct IdleArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Connections to open (at most ~19,900 per process: the open-file limit).
+    #[arg(long, default_value_t = 10_000)]
+    pub conns: usize,
+    /// Seconds to hold them once all are open.
+    #[arg(long, default_value_t = 10.0)]
+    pub hold: f64,
+    /// Seconds to wait after the last connection before the "after" reading.
+    #[arg(long, default_value_t = 1.0)]
+    pub settle: f64,
+    /// Prefix of user names.
+    #[arg(long, default_value = "idle")]
+    pub prefix: String,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let local = tokio::task::LocalSet::new();
+    let (result, out) = match cli.mode {
+        Mode::Fanout(a) => {
+            let out = a.common.out.clone();
+            (local.block_on(&rt, fanout::run(a))?, out)
+        }
+        Mode::Idle(a) => {
+            let out = a.common.out.clone();
+            (local.block_on(&rt, idle::run(a))?, out)
+        }
+    };
+    let text = serde_json::to_string_pretty(&result)?;
+    if let Some(path) = out {
+        std::fs::write(&path, &text).with_context(|| format!("write {}", path.display()))?;
+    } else {
+        println!("{text}");
+    }
+    // Connections are dropped with the runtime; the edges see them close after the
+    // measured window.
+    drop(local);
+    drop(rt);
+    Ok(())
+}
