@@ -134,7 +134,9 @@ impl Outbox {
 
     /// The writer: runs until the close frame is sent or the socket fails.
     pub async fn run_writer<W: AsyncWrite + Unpin>(&self, mut sink: W) {
-        let mut buf = BytesMut::with_capacity(16 * 1024);
+        // Allocated on first use and shrunk after large batches, so an idle
+        // connection holds no write buffer.
+        let mut buf = BytesMut::new();
         loop {
             let notified = self.wake.notified();
             let closing = {
@@ -151,8 +153,8 @@ impl Outbox {
             if !buf.is_empty() {
                 let ok = sink.write_all(&buf).await.is_ok();
                 buf.clear();
-                if buf.capacity() > 256 * 1024 {
-                    buf = BytesMut::with_capacity(16 * 1024);
+                if buf.capacity() > 64 * 1024 {
+                    buf = BytesMut::new();
                 }
                 if !ok {
                     break;
