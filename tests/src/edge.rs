@@ -50,24 +50,25 @@ impl Edge {
     /// Starts an edge on `redis` with one worker, a 1 s lease, the test secret and
     /// anonymous connections allowed; `extra` flags are appended (later flags win).
     pub fn start(redis: &Redis, node: &str, extra: &[&str]) -> Edge {
-        let url = format!("redis://127.0.0.1:{}/", redis.port);
-        let mut args = vec![
-            "--redis",
-            &url,
-            "--listen",
-            "127.0.0.1:0",
-            "--workers",
-            "1",
-            "--lease-ms",
-            "1000",
-            "--jwt-secret",
-            SECRET,
-            "--allow-anonymous",
-            "--node-id",
-            node,
-        ];
+        let mut args = vec!["--allow-anonymous"];
         args.extend_from_slice(extra);
+        Self::start_token_only(redis, node, &args)
+    }
+
+    /// Like [`Edge::start`] but without `--allow-anonymous`: clients need a token.
+    pub fn start_token_only(redis: &Redis, node: &str, extra: &[&str]) -> Edge {
+        let url = format!("redis://127.0.0.1:{}/", redis.port);
+        let mut args = base_args(&url, node);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         Self::spawn(&args, node)
+    }
+
+    /// The value of an unlabelled sample in the edge's `/metrics` (panics if missing).
+    pub fn metric(&self, name: &str) -> f64 {
+        let (status, body) = ws::http_get(self.addr, "/metrics").expect("GET /metrics");
+        assert_eq!(status, 200, "{body}");
+        metric_value(&body, name).unwrap_or_else(|| panic!("metric {name} missing from:\n{body}"))
     }
 
     /// Starts an edge with exactly `args`.
@@ -208,6 +209,42 @@ impl Drop for Edge {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// The flags every test edge runs with: Redis `url`, a free port, one worker, a 1 s
+/// lease, the test secret and node id `node`.
+pub fn base_args(url: &str, node: &str) -> Vec<String> {
+    [
+        "--redis",
+        url,
+        "--listen",
+        "127.0.0.1:0",
+        "--workers",
+        "1",
+        "--lease-ms",
+        "1000",
+        "--jwt-secret",
+        SECRET,
+        "--node-id",
+        node,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// The value of an unlabelled sample `name` in a Prometheus text body.
+pub fn metric_value(body: &str, name: &str) -> Option<f64> {
+    body.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let (key, value) = l.split_once(' ')?;
+        (key == name).then(|| value.trim().parse::<f64>().ok())?
+    })
+}
+
+/// Joins `room` and asserts the ack.
+pub fn join(client: &mut WsClient, room: &str, id: u64) {
+    let reply = request(client, serde_json::json!({"op":"join","room":room}), id);
+    assert_eq!(reply["op"], "ack", "join {room}: {reply}");
 }
 
 /// A signed client token for `sub`, valid `ttl_s` seconds, optionally limited to rooms.

@@ -105,3 +105,19 @@ pub fn wait_replicas(conn: &mut Connection, replicas: usize) {
         "only {acked} replicas acknowledged"
     );
 }
+
+/// `RC.PRESENCE room`: the users in a room, straight from the module (sorted).
+pub fn presence(redis: &crate::Redis, room: &str) -> Vec<String> {
+    redis::cmd("RC.PRESENCE")
+        .arg(room)
+        .query(&mut redis.conn())
+        .expect("RC.PRESENCE")
+}
+
+/// `RC.MEMBERS room`: the connections in a room, straight from the module (sorted).
+pub fn members(redis: &crate::Redis, room: &str) -> Vec<String> {
+    redis::cmd("RC.MEMBERS")
+        .arg(room)
+        .query(&mut redis.conn())
+        .expect("RC.MEMBERS")
+}

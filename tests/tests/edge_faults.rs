@@ -10,37 +10,13 @@ use std::sync::{Arc, Mutex};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use roomcast_tests::edge::{edge_binary, request, Edge, SECRET};
-use roomcast_tests::reply::strings;
+use roomcast_tests::edge::{base_args, edge_binary, join, Edge};
+use roomcast_tests::roomcast::{members, presence};
 use roomcast_tests::ws::WsClient;
 use roomcast_tests::{free_port, Redis};
 use serde_json::{json, Value};
 
 const T: Duration = Duration::from_secs(5);
-
-/// `RC.MEMBERS room`, sorted.
-fn members(redis: &Redis, room: &str) -> Vec<String> {
-    let mut conn = redis.conn();
-    let mut list = strings(
-        &redis
-            .cmd(&mut conn, &["RC.MEMBERS", room])
-            .expect("RC.MEMBERS"),
-    );
-    list.sort();
-    list
-}
-
-/// `RC.PRESENCE room`, sorted.
-fn presence(redis: &Redis, room: &str) -> Vec<String> {
-    let mut conn = redis.conn();
-    let mut list = strings(
-        &redis
-            .cmd(&mut conn, &["RC.PRESENCE", room])
-            .expect("RC.PRESENCE"),
-    );
-    list.sort();
-    list
-}
 
 /// Polls `probe` until it returns `want` or `timeout` passes; returns the last value.
 fn wait_for<V: PartialEq>(timeout: Duration, want: &V, mut probe: impl FnMut() -> V) -> V {
@@ -57,12 +33,6 @@ fn wait_for<V: PartialEq>(timeout: Duration, want: &V, mut probe: impl FnMut() -
 /// The connection id from a welcome message.
 fn conn_id(welcome: &Value) -> String {
     welcome["conn"].as_str().expect("welcome.conn").to_string()
-}
-
-/// Joins `room` and expects an ack.
-fn join(client: &mut WsClient, room: &str, id: u64) {
-    let reply = request(client, json!({"op":"join","room":room}), id);
-    assert_eq!(reply["op"], "ack", "join {room}: {reply}");
 }
 
 /// A ping with an id must come back as a pong with that id.
@@ -290,21 +260,8 @@ fn unreachable_redis_at_start_keeps_the_edge_running_and_logging() {
     let port = free_port();
     let url = format!("redis://127.0.0.1:{port}/");
     let mut child = Command::new(edge_binary())
-        .args([
-            "--redis",
-            &url,
-            "--listen",
-            "127.0.0.1:0",
-            "--workers",
-            "1",
-            "--lease-ms",
-            "1000",
-            "--jwt-secret",
-            SECRET,
-            "--allow-anonymous",
-            "--node-id",
-            "lonely",
-        ])
+        .args(base_args(&url, "lonely"))
+        .arg("--allow-anonymous")
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())

@@ -9,6 +9,7 @@ use std::io;
 use std::time::{Duration, Instant};
 
 use roomcast_tests::edge::{request, Edge};
+use roomcast_tests::roomcast::presence;
 use roomcast_tests::ws::{self, Message, WsClient, OP_CONTINUATION, OP_PING, OP_TEXT};
 use roomcast_tests::Redis;
 use serde_json::{json, Value};
@@ -28,26 +29,6 @@ fn assert_closed_with(client: &mut WsClient, code: u16, what: &str) -> String {
     let (got, reason) = close_of(client, what);
     assert_eq!(got, Some(code), "{what}: close reason {reason:?}");
     reason
-}
-
-/// The value of an unlabelled metric in the edge's `/metrics`.
-fn metric(edge: &Edge, name: &str) -> f64 {
-    let (status, body) = ws::http_get(edge.addr, "/metrics").expect("GET /metrics");
-    assert_eq!(status, 200, "{body}");
-    body.lines()
-        .find_map(|line| {
-            let (n, v) = line.split_once(' ')?;
-            (n == name).then(|| v.trim().parse::<f64>().ok()).flatten()
-        })
-        .unwrap_or_else(|| panic!("metric {name} missing from:\n{body}"))
-}
-
-/// Users present in `room`, straight from the module.
-fn presence(redis: &Redis, room: &str) -> Vec<String> {
-    redis::cmd("RC.PRESENCE")
-        .arg(room)
-        .query(&mut redis.conn())
-        .expect("RC.PRESENCE")
 }
 
 /// The `(text, ping)` pieces of a JSON `ping` op of exactly `len` bytes with `id`.
@@ -329,7 +310,7 @@ fn local_connection_rate_limit_refuses_without_closing() {
     }
     assert!(acks >= 5, "{acks} acks, {limited} limited");
     assert!(limited >= 10, "{acks} acks, {limited} limited");
-    assert!(metric(&edge, "roomcast_edge_rate_limited_total") >= limited as f64);
+    assert!(edge.metric("roomcast_edge_rate_limited_total") >= limited as f64);
 
     // Still open: pings are never limited, and after a pause requests pass again.
     assert_eq!(request(&mut ann, json!({"op":"ping"}), 100)["op"], "pong");
@@ -397,7 +378,7 @@ fn slow_consumer_is_closed_and_healthy_listener_gets_everything_in_order() {
     }
 
     assert!(
-        metric(&edge, "roomcast_edge_slow_consumer_closes_total") >= 1.0,
+        edge.metric("roomcast_edge_slow_consumer_closes_total") >= 1.0,
         "no slow consumer was closed"
     );
     // Reading now drains what the kernel buffered, then the close (or the TCP end).

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use roomcast_tests::edge::{request, token, Edge, SECRET};
+use roomcast_tests::edge::{join, metric_value, request, token, Edge};
 use roomcast_tests::ws::{self, WsClient};
 use roomcast_tests::Redis;
 use serde_json::{json, Value};
@@ -23,46 +23,11 @@ fn assert_none(client: &mut WsClient, what: &str, pred: impl Fn(&Value) -> bool)
     }
 }
 
-/// Joins `room` and asserts the ack.
-fn join(client: &mut WsClient, room: &str, id: u64) {
-    let reply = request(client, json!({"op":"join","room":room}), id);
-    assert_eq!(reply["op"], "ack", "join {room}: {reply}");
-}
-
 /// The users of `room` as the presence ack lists them.
 fn presence(client: &mut WsClient, room: &str, id: u64) -> Value {
     let reply = request(client, json!({"op":"presence","room":room}), id);
     assert_eq!(reply["op"], "ack", "presence {room}: {reply}");
     reply["users"].clone()
-}
-
-/// Args of `Edge::start` without `--allow-anonymous`, plus `extra`.
-fn token_only_edge(redis: &Redis, node: &str, extra: &[&str]) -> Edge {
-    let url = format!("redis://127.0.0.1:{}/", redis.port);
-    let mut args = vec![
-        "--redis",
-        &url,
-        "--listen",
-        "127.0.0.1:0",
-        "--workers",
-        "1",
-        "--lease-ms",
-        "1000",
-        "--jwt-secret",
-        SECRET,
-        "--node-id",
-        node,
-    ];
-    args.extend_from_slice(extra);
-    Edge::spawn(&args, node)
-}
-
-/// The value of an unlabelled sample `name` in a Prometheus text body.
-fn metric(body: &str, name: &str) -> Option<f64> {
-    body.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
-        let (key, value) = l.split_once(' ')?;
-        (key == name).then(|| value.trim().parse::<f64>().ok())?
-    })
 }
 
 #[test]
@@ -338,7 +303,7 @@ fn malformed_input_gets_errors_and_the_connection_stays_open() {
 #[test]
 fn tokens_are_checked_before_the_upgrade_and_enforced_after() {
     let redis = Redis::start(&[]);
-    let edge = token_only_edge(&redis, "ta", &[]);
+    let edge = Edge::start_token_only(&redis, "ta", &[]);
 
     // No token (and anonymous users are off).
     let (status, _) = edge.try_connect("/ws", &[]).unwrap_refused();
@@ -467,29 +432,31 @@ fn metrics_health_and_readiness() {
     let body = loop {
         let (status, body) = ws::http_get(a.addr, "/metrics").unwrap();
         assert_eq!(status, 200);
-        if metric(&body, "roomcast_edge_connections") == Some(2.0) || Instant::now() > deadline {
+        if metric_value(&body, "roomcast_edge_connections") == Some(2.0)
+            || Instant::now() > deadline
+        {
             break body;
         }
         thread::sleep(Duration::from_millis(50));
     };
     assert_eq!(
-        metric(&body, "roomcast_edge_connections"),
+        metric_value(&body, "roomcast_edge_connections"),
         Some(2.0),
         "{body}"
     );
     let positive = |name: &str| {
-        let v = metric(&body, name).unwrap_or_else(|| panic!("{name} missing:\n{body}"));
+        let v = metric_value(&body, name).unwrap_or_else(|| panic!("{name} missing:\n{body}"));
         assert!(v > 0.0, "{name} = {v}");
     };
     positive("roomcast_edge_messages_in_total");
     positive("roomcast_edge_deliveries_total");
     positive("roomcast_edge_redis_rtt_seconds_count");
     assert!(
-        metric(&body, "roomcast_edge_messages_in_total").unwrap() >= 7.0,
+        metric_value(&body, "roomcast_edge_messages_in_total").unwrap() >= 7.0,
         "{body}"
     );
     assert!(
-        metric(&body, "roomcast_edge_deliveries_total").unwrap() >= 5.0,
+        metric_value(&body, "roomcast_edge_deliveries_total").unwrap() >= 5.0,
         "{body}"
     );
 }
