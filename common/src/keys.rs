@@ -2,7 +2,8 @@
 //!
 //! All keys of partition `p` start with `{tag}` (its hash tag), so they share one
 //! cluster slot. `T` below is the tag; `R` a room, `U` a user, `N` a node, `C` a
-//! connection. Suffixes all have the same length, so two rooms' keys never collide.
+//! connection. No room-key suffix is a suffix of another, so two rooms' keys never
+//! collide (whatever `:` their names contain).
 //!
 //! | key | type | contents |
 //! |---|---|---|
@@ -12,6 +13,8 @@
 //! | `{T}:room:R:conns` | hash | connection → `node:user` |
 //! | `{T}:room:R:users` | hash | user → number of its connections in the room |
 //! | `{T}:room:R:nodes` | hash | node → number of the room's connections on it (routing) |
+//! | `{T}:room:R:seq` | string | `epoch seq`: the room's history position (see [`crate::offset`]) |
+//! | `{T}:room:R:hist` | stream | retained messages, id `0-<seq>`, fields `from`, `data` |
 //! | `{T}:user:U:conns` | hash | connection → `node` or `node meta-json` |
 //! | `{T}:node:N:rooms` | set | `conn:room` memberships held by node `N` (for sweeps) |
 //! | `{T}:node:N:users` | set | `conn:user` connections held by node `N` (for sweeps) |
@@ -66,6 +69,16 @@ impl PartitionKeys {
     /// Per-node connection counts of a room (the routing table).
     pub fn room_nodes(&self, room: &str) -> String {
         format!("{}:room:{room}:nodes", self.prefix)
+    }
+
+    /// History position of a room (`epoch seq`).
+    pub fn room_seq(&self, room: &str) -> String {
+        format!("{}:room:{room}:seq", self.prefix)
+    }
+
+    /// Retained messages of a room.
+    pub fn room_hist(&self, room: &str) -> String {
+        format!("{}:room:{room}:hist", self.prefix)
     }
 
     /// Connections of a user.
@@ -128,8 +141,19 @@ mod tests {
     #[test]
     fn room_keys_never_collide_across_rooms() {
         let k = PartitionKeys::new("t");
-        let a = [k.room_conns("x:users"), k.room_users("x:users")];
-        let b = [k.room_conns("x"), k.room_users("x"), k.room_nodes("x")];
+        let a = [
+            k.room_conns("x:users"),
+            k.room_users("x:users"),
+            k.room_seq("x:hist"),
+            k.room_hist("x:seq"),
+        ];
+        let b = [
+            k.room_conns("x"),
+            k.room_users("x"),
+            k.room_nodes("x"),
+            k.room_seq("x"),
+            k.room_hist("x"),
+        ];
         for key in &a {
             assert!(!b.contains(key));
         }

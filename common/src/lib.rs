@@ -13,6 +13,7 @@
 //! - [`entry`]: field names and kinds of inbox stream entries (module writes, edge reads).
 //! - [`gcra`]: the generic cell rate algorithm behind `RC.THROTTLE` and the publish policy.
 //! - [`json`]: a small validating JSON scanner (connection metadata).
+//! - [`offset`]: room history offsets (`<epoch>:<seq>`).
 
 pub mod crc16;
 pub mod entry;
@@ -20,4 +21,5 @@ pub mod gcra;
 pub mod json;
 pub mod keys;
 pub mod names;
+pub mod offset;
 pub mod partition;

@@ -5,6 +5,8 @@
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 
+use bytes::Bytes;
+
 use crate::outbox::Outbox;
 
 /// One local connection.
@@ -28,6 +30,10 @@ pub struct Local {
     pub rooms: HashMap<String, Vec<u64>>,
     /// User → sequence numbers of its local connections.
     pub users: HashMap<String, Vec<u64>>,
+    /// Joins waiting for the module's reply: (connection, room) → room frames that
+    /// arrived meanwhile, with their offsets (empty for presence events). They are
+    /// sent after the join's replay and ack, so the client sees replay → ack → live.
+    pub joining: HashMap<(u64, String), Vec<(String, Bytes)>>,
 }
 
 fn remove_seq(map: &mut HashMap<String, Vec<u64>>, key: &str, seq: u64) {
@@ -54,6 +60,7 @@ impl Local {
         let conn = self.conns.remove(&seq)?;
         for room in &conn.rooms {
             remove_seq(&mut self.rooms, room, seq);
+            self.joining.remove(&(seq, room.clone()));
         }
         remove_seq(&mut self.users, &conn.user, seq);
         Some(conn)
@@ -80,6 +87,7 @@ impl Local {
             return false;
         }
         remove_seq(&mut self.rooms, room, seq);
+        self.joining.remove(&(seq, room.to_string()));
         true
     }
 

@@ -26,6 +26,12 @@ pub struct ClientMessage<'a> {
     /// Payload, for publish/send.
     #[serde(borrow, default)]
     pub data: Option<&'a RawValue>,
+    /// Last offset the client has seen, for join (recovery) and history.
+    #[serde(borrow, default)]
+    pub since: Option<std::borrow::Cow<'a, str>>,
+    /// Most messages a history request returns.
+    #[serde(default)]
+    pub limit: Option<u32>,
 }
 
 /// Error codes of `{"op":"error"}` messages. (`unauthorized` never travels in band:
@@ -86,6 +92,16 @@ fn field_raw(out: &mut Vec<u8>, key: &str, raw: &[u8]) {
     out.extend_from_slice(raw);
 }
 
+/// Appends `"key":` then a payload: spliced as is when it is JSON (always, for what
+/// clients publish), else — a backend published plain bytes — as a JSON string.
+fn field_payload(out: &mut Vec<u8>, key: &str, data: &[u8]) {
+    if roomcast_common::json::is_valid(data) {
+        field_raw(out, key, data);
+    } else {
+        field_str(out, key, &String::from_utf8_lossy(data));
+    }
+}
+
 /// `{"op":"welcome","conn":C,"user":U,"node":N,"heartbeat_ms":H}`
 pub fn welcome(out: &mut Vec<u8>, conn: &str, user: &str, node: &str, heartbeat_ms: u64) {
     out.extend_from_slice(br#"{"op":"welcome""#);
@@ -106,7 +122,7 @@ pub fn message(out: &mut Vec<u8>, room: &str, from: &str, data: &[u8], offset: &
     } else {
         field_str(out, "from", from);
     }
-    field_raw(out, "data", data);
+    field_payload(out, "data", data);
     if offset.is_empty() {
         field_raw(out, "offset", b"null");
     } else {
@@ -123,7 +139,7 @@ pub fn direct(out: &mut Vec<u8>, from: &str, data: &[u8]) {
     } else {
         field_str(out, "from", from);
     }
-    field_raw(out, "data", data);
+    field_payload(out, "data", data);
     out.push(b'}');
 }
 
@@ -223,6 +239,11 @@ mod tests {
         assert_eq!(v["code"], "rate_limited");
         assert_eq!(v["retry_after_ms"], 20);
         assert_eq!(v["id"], "x");
+        let v = json(|o| message(o, "r", "u", b"plain text", "e:1"));
+        assert_eq!(v["data"], "plain text");
+        assert_eq!(v["offset"], "e:1");
+        let v = json(|o| direct(o, "u", b"\xff"));
+        assert_eq!(v["data"], "\u{fffd}");
         let v = json(|o| welcome(o, "n.1", "ann", "n", 25000));
         assert_eq!(v["heartbeat_ms"], 25000);
         let v = json(|o| ack(o, None, &[("users", br#"["a"]"#)]));

@@ -190,13 +190,13 @@ pub fn fan_out(worker: &Worker, e: &Entry<'_>) {
             let frame = frame::text_with(e.data.len() + e.room.len() + 64, |out| {
                 protocol::message(out, e.room, e.from, e.data, e.offset)
             });
-            send_to_room(worker, e.room, worker.seq_of(e.skip), &frame);
+            send_to_room(worker, e.room, worker.seq_of(e.skip), e.offset, &frame);
         }
         Kind::Join | Kind::Leave => {
             let frame = frame::text_with(64 + e.room.len() + e.user.len(), |out| {
                 protocol::presence_event(out, kind == Kind::Join, e.room, e.user)
             });
-            send_to_room(worker, e.room, worker.seq_of(e.skip), &frame);
+            send_to_room(worker, e.room, worker.seq_of(e.skip), "", &frame);
         }
         Kind::Direct => {
             let frame = frame::text_with(e.data.len() + 48, |out| {
@@ -233,8 +233,11 @@ pub fn fan_out(worker: &Worker, e: &Entry<'_>) {
     }
 }
 
-fn send_to_room(worker: &Worker, room: &str, skip: Option<u64>, frame: &Bytes) {
-    let local = worker.local.borrow();
+/// Queues a room frame to every local member except `skip`; members whose join is
+/// still waiting for the module get it later, in order (see `Local::joining`).
+fn send_to_room(worker: &Worker, room: &str, skip: Option<u64>, offset: &str, frame: &Bytes) {
+    let mut local = worker.local.borrow_mut();
+    let local = &mut *local;
     let Some(seqs) = local.rooms.get(room) else {
         return;
     };
@@ -242,13 +245,19 @@ fn send_to_room(worker: &Worker, room: &str, skip: Option<u64>, frame: &Bytes) {
         if Some(*seq) == skip {
             continue;
         }
+        if !local.joining.is_empty() {
+            if let Some(held) = local.joining.get_mut(&(*seq, room.to_string())) {
+                held.push((offset.to_string(), frame.clone()));
+                continue;
+            }
+        }
         if let Some(conn) = local.conns.get(seq) {
             push(worker, &conn.out, frame.clone());
         }
     }
 }
 
-fn push(worker: &Worker, out: &crate::outbox::Outbox, frame: Bytes) {
+pub fn push(worker: &Worker, out: &crate::outbox::Outbox, frame: Bytes) {
     let m = &worker.metrics;
     let len = frame.len() as u64;
     match out.push(frame, worker.round.get()) {

@@ -16,6 +16,7 @@ use fastwebsockets::upgrade::UpgradeFut;
 use fastwebsockets::{after_handshake_split, Frame, OpCode, Role, WebSocketError};
 use redis::Value;
 use roomcast_common::names::check_name;
+use roomcast_common::offset::Offset;
 
 use crate::auth::room_allowed;
 use crate::backend::{classify, Failure};
@@ -381,17 +382,18 @@ impl Session {
         }
         match msg.op.as_ref() {
             "ping" => self.send(32, |o| protocol::pong(o, id)),
-            "join" => self.join(id, msg.room.as_deref()).await,
+            "join" => {
+                self.join(id, msg.room.as_deref(), msg.since.as_deref())
+                    .await
+            }
             "leave" => self.leave(id, msg.room.as_deref()).await,
             "publish" => self.publish(id, msg.room.as_deref(), msg.data).await,
             "send" => self.direct(id, msg.user.as_deref(), msg.data).await,
             "presence" => self.presence(id, msg.room.as_deref()).await,
-            "history" => self.send_error(
-                id,
-                ErrorCode::BadRequest,
-                "room history is not enabled on this server",
-                None,
-            ),
+            "history" => {
+                let (room, since) = (msg.room.as_deref(), msg.since.as_deref());
+                self.history(id, room, since, msg.limit).await
+            }
             other => {
                 let message = format!(
                     "unknown op {:?}",
@@ -437,16 +439,25 @@ impl Session {
     }
 
     fn ack(&self, id: Option<&[u8]>, extra: &[(&str, &[u8])]) {
-        self.send(64, |o| protocol::ack(o, id, extra));
+        let estimate = 64 + extra.iter().map(|(_, v)| v.len()).sum::<usize>();
+        self.send(estimate, |o| protocol::ack(o, id, extra));
     }
 
-    async fn join(&self, id: Option<&[u8]>, room: Option<&str>) {
+    /// Joins a room. The module replays what the client missed since `since` (if given)
+    /// atomically with the join; room frames that reach this worker before the reply are
+    /// held and sent after the replay and the ack, minus any the replay already covered,
+    /// so the client sees every message once and in order.
+    async fn join(&self, id: Option<&[u8]>, room: Option<&str>, since: Option<&str>) {
         let Some(room) = self.room(id, room) else {
             return;
         };
         if !room_allowed(self.identity.rooms.as_deref(), room) {
             self.send_error(id, ErrorCode::Forbidden, "this room is not allowed", None);
             return;
+        }
+        if since.is_some_and(|s| Offset::parse(s).is_none()) {
+            let message = "\"since\" must be an offset as received in \"offset\"";
+            return self.send_error(id, ErrorCode::BadRequest, message, None);
         }
         let w = &self.worker;
         let max_rooms = w.shared.config.max_rooms_per_conn;
@@ -461,22 +472,130 @@ impl Session {
                 let message = format!("at most {max_rooms} rooms per connection");
                 return self.send_error(id, ErrorCode::BadRequest, &message, None);
             }
-            // Indexed before the command so that no message routed after the join can
-            // arrive before the local index knows the connection is a member.
+            // Indexed before the command so that no message routed after the join is
+            // missed; held until the reply so that none overtakes the replay.
             local.join(self.seq, room);
+            local
+                .joining
+                .insert((self.seq, room.to_string()), Vec::new());
         }
         let mut cmd = redis::cmd("RC.JOIN");
         cmd.arg(room)
             .arg(&w.node)
             .arg(&*self.conn_id)
-            .arg(&self.identity.user);
-        match w.backend.run(&cmd).await {
-            Ok(_) => self.ack(id, &[]),
+            .arg(&self.identity.user)
+            .arg("SINCE")
+            .arg(since.unwrap_or("$"));
+        let reply = match w.backend.run(&cmd).await {
+            Ok(Value::Array(reply)) => reply,
+            Ok(_) => Vec::new(),
             Err(e) => {
                 w.local.borrow_mut().leave(self.seq, room);
-                self.fail(id, &e);
+                return self.fail(id, &e);
+            }
+        };
+        let recovered = matches!(reply.get(1), Some(Value::Int(1)));
+        let cut = reply.get(2).and_then(bulk_text);
+        let mut replayed = 0u64;
+        if let Some(Value::Array(entries)) = reply.get(3) {
+            for entry in entries {
+                if let Some(frame) = history_frame(room, entry) {
+                    replayed += 1;
+                    self.push_counted(frame);
+                }
             }
         }
+        let offset = json_offset(cut.as_deref());
+        let mut extra: Vec<(&str, &[u8])> = vec![("offset", &offset)];
+        if since.is_some() {
+            extra.push(("recovered", if recovered { b"true" } else { b"false" }));
+        }
+        self.ack(id, &extra);
+        let held = w
+            .local
+            .borrow_mut()
+            .joining
+            .remove(&(self.seq, room.to_string()))
+            .unwrap_or_default();
+        let cut = cut.as_deref().and_then(Offset::parse);
+        for (offset, frame) in held {
+            if after_cut(&offset, cut.as_ref()) {
+                self.push_counted(frame);
+            }
+        }
+        tracing::debug!(room, replayed, recovered, "joined");
+    }
+
+    /// Queues an already-encoded frame, counting it.
+    fn push_counted(&self, frame: bytes::Bytes) {
+        crate::reader::push(&self.worker, &self.out, frame);
+    }
+
+    /// `{"op":"history","room":R,"since"?:O,"limit"?:N}` → ack with `messages`, `offset`
+    /// (the room's position) and `complete` (the messages continue `since` without a
+    /// gap and reach the position; page on with the last offset when false and no gap).
+    async fn history(
+        &self,
+        id: Option<&[u8]>,
+        room: Option<&str>,
+        since: Option<&str>,
+        limit: Option<u32>,
+    ) {
+        let Some(room) = self.room(id, room) else {
+            return;
+        };
+        if !room_allowed(self.identity.rooms.as_deref(), room) {
+            return self.send_error(id, ErrorCode::Forbidden, "this room is not allowed", None);
+        }
+        if since.is_some_and(|s| Offset::parse(s).is_none()) {
+            let message = "\"since\" must be an offset as received in \"offset\"";
+            return self.send_error(id, ErrorCode::BadRequest, message, None);
+        }
+        let mut cmd = redis::cmd("RC.HISTORY");
+        cmd.arg(room);
+        if let Some(since) = since {
+            cmd.arg("SINCE").arg(since);
+        }
+        cmd.arg("COUNT").arg(limit.unwrap_or(100).clamp(1, 1000));
+        let reply = match self.worker.backend.run(&cmd).await {
+            Ok(Value::Array(reply)) => reply,
+            Ok(_) => Vec::new(),
+            Err(e) => return self.fail(id, &e),
+        };
+        let cut = reply.first().and_then(bulk_text);
+        let recovered = matches!(reply.get(1), Some(Value::Int(1)));
+        let mut messages = vec![b'['];
+        let mut last: Option<String> = None;
+        if let Some(Value::Array(entries)) = reply.get(2) {
+            for entry in entries {
+                let Value::Array(parts) = entry else { continue };
+                let (Some(offset), Some(from), Some(data)) = (
+                    parts.first().and_then(bulk_text),
+                    parts.get(1),
+                    parts.get(2),
+                ) else {
+                    continue;
+                };
+                if messages.len() > 1 {
+                    messages.push(b',');
+                }
+                let from = bulk_text(from).unwrap_or_default();
+                protocol::message(&mut messages, room, &from, bulk_bytes(data), &offset);
+                last = Some(offset);
+            }
+        }
+        messages.push(b']');
+        let complete = recovered && (last.is_none() || last == cut);
+        let offset = json_offset(cut.as_deref());
+        let complete: &[u8] = if complete { b"true" } else { b"false" };
+        self.ack(
+            id,
+            &[
+                ("messages", &messages),
+                ("offset", &offset),
+                ("complete", complete),
+            ],
+        );
     }
 
     async fn leave(&self, id: Option<&[u8]>, room: Option<&str>) {
@@ -520,14 +639,7 @@ impl Session {
             .arg(&*self.conn_id);
         match w.backend.run(&cmd).await {
             Ok(Value::Array(reply)) => {
-                let offset = match reply.get(2) {
-                    Some(Value::BulkString(b)) => {
-                        let mut out = Vec::new();
-                        protocol::push_json_str(&mut out, &String::from_utf8_lossy(b));
-                        out
-                    }
-                    _ => b"null".to_vec(),
-                };
+                let offset = json_offset(reply.get(2).and_then(bulk_text).as_deref());
                 self.ack(id, &[("offset", &offset)]);
             }
             Ok(_) => self.ack(id, &[("offset", b"null")]),
@@ -586,5 +698,74 @@ impl Session {
             Ok(_) => self.ack(id, &[("users", b"[]")]),
             Err(e) => self.fail(id, &e),
         }
+    }
+}
+
+/// The bytes of a bulk string reply (empty for anything else).
+fn bulk_bytes(v: &Value) -> &[u8] {
+    match v {
+        Value::BulkString(b) => b,
+        _ => &[],
+    }
+}
+
+/// A bulk string reply as text.
+fn bulk_text(v: &Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        _ => None,
+    }
+}
+
+/// An offset as JSON: a string, or `null`.
+fn json_offset(offset: Option<&str>) -> Vec<u8> {
+    match offset {
+        Some(o) => {
+            let mut out = Vec::with_capacity(o.len() + 2);
+            protocol::push_json_str(&mut out, o);
+            out
+        }
+        None => b"null".to_vec(),
+    }
+}
+
+/// A `message` frame from one `[offset, from, data]` history entry.
+fn history_frame(room: &str, entry: &Value) -> Option<bytes::Bytes> {
+    let Value::Array(parts) = entry else {
+        return None;
+    };
+    let offset = parts.first().and_then(bulk_text)?;
+    let from = parts.get(1).and_then(bulk_text).unwrap_or_default();
+    let data = bulk_bytes(parts.get(2)?);
+    Some(frame::text_with(data.len() + room.len() + 64, |out| {
+        protocol::message(out, room, &from, data, &offset)
+    }))
+}
+
+/// Whether a frame held during a join comes after the join's cut: presence events
+/// (no offset) always do; messages do unless the replay or the past already covers them.
+fn after_cut(offset: &str, cut: Option<&Offset>) -> bool {
+    if offset.is_empty() {
+        return true;
+    }
+    match (Offset::parse(offset), cut) {
+        (Some(o), Some(cut)) => o.epoch != cut.epoch || o.seq > cut.seq,
+        _ => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn held_frames_after_the_cut_are_kept() {
+        let cut = Offset::parse("ab:10");
+        assert!(after_cut("", cut.as_ref()));
+        assert!(after_cut("ab:11", cut.as_ref()));
+        assert!(!after_cut("ab:10", cut.as_ref()));
+        assert!(!after_cut("ab:3", cut.as_ref()));
+        assert!(after_cut("cd:1", cut.as_ref()));
+        assert!(after_cut("ab:1", None));
     }
 }

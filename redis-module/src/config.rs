@@ -23,6 +23,12 @@ pub static MAX_CONNS_PER_USER: AtomicI64 = AtomicI64::new(0);
 /// `inbox-maxlen`: approximate cap on each inbox stream's length.
 pub static INBOX_MAXLEN: AtomicI64 = AtomicI64::new(0);
 
+/// `history-len`: messages each room keeps for recovery and `RC.HISTORY`; 0 = off.
+pub static HISTORY_LEN: AtomicI64 = AtomicI64::new(0);
+/// `history-ttl-ms`: a room's history is dropped after this long without a message
+/// (its next message starts a new epoch); 0 = never.
+pub static HISTORY_TTL_MS: AtomicI64 = AtomicI64::new(0);
+
 /// Reads a config value.
 pub fn get(value: &AtomicI64) -> i64 {
     value.load(Ordering::Relaxed)
@@ -46,4 +52,8 @@ pub mod defaults {
     pub const MAX_CONNS_PER_USER: i64 = 100;
     /// Default `inbox-maxlen`.
     pub const INBOX_MAXLEN: i64 = 10_000;
+    /// Default `history-len` (off).
+    pub const HISTORY_LEN: i64 = 0;
+    /// Default `history-ttl-ms` (one day).
+    pub const HISTORY_TTL_MS: i64 = 86_400_000;
 }

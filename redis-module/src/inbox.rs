@@ -41,11 +41,34 @@ impl Entry {
         Ok(Self { fields })
     }
 
+    /// An entry with arbitrary field/value pairs (room history entries).
+    pub fn from_pairs(ctx: &Context, pairs: &[(&str, &[u8])]) -> Self {
+        let mut fields = Vec::with_capacity(2 * pairs.len());
+        for (name, value) in pairs {
+            fields.push(ctx.create_string(*name));
+            fields.push(RedisString::create_from_slice(ctx.get_raw(), value));
+        }
+        Self { fields }
+    }
+
     /// Appends the entry to the inbox stream `key` and replicates the append.
     pub fn append_to(&self, ctx: &Context, key: &str) -> Result<(), RedisError> {
+        self.append(ctx, key, None, config::get(&config::INBOX_MAXLEN))?;
+        ROUTED.add(1);
+        Ok(())
+    }
+
+    /// Appends the entry to stream `key` — with the given id, or a generated one — trims
+    /// it to about `maxlen` entries (0: no trim), and replicates the append.
+    pub fn append(
+        &self,
+        ctx: &Context,
+        key: &str,
+        id: Option<RedisModuleStreamID>,
+        maxlen: i64,
+    ) -> Result<(), RedisError> {
         let key_name = ctx.create_string(key);
-        let maxlen = config::get(&config::INBOX_MAXLEN);
-        let (id, kept_after_trim) = raw_append(ctx, &key_name, &self.fields, maxlen)?;
+        let (id, kept_after_trim) = raw_append(ctx, &key_name, &self.fields, id, maxlen)?;
         let id = ctx.create_string(format!("{}-{}", id.ms, id.seq));
 
         let mut args: Vec<&RedisString> = Vec::with_capacity(4 + self.fields.len());
@@ -62,17 +85,17 @@ impl Entry {
         args.push(&id);
         args.extend(self.fields.iter());
         ctx.replicate("XADD", args.as_slice());
-        ROUTED.add(1);
         Ok(())
     }
 }
 
-/// `XADD key * fields…` through `RM_StreamAdd`, then an approximate trim to `maxlen`.
-/// Returns the new entry's id and, when entries were trimmed, the length kept.
+/// `XADD key <id|*> fields…` through `RM_StreamAdd`, then an approximate trim to
+/// `maxlen`. Returns the new entry's id and, when entries were trimmed, the length kept.
 fn raw_append(
     ctx: &Context,
     key_name: &RedisString,
     fields: &[RedisString],
+    given_id: Option<RedisModuleStreamID>,
     maxlen: i64,
 ) -> Result<(RedisModuleStreamID, Option<usize>), RedisError> {
     let missing = || err("internal: the stream API is not available in this Redis");
@@ -93,20 +116,20 @@ fn raw_append(
     }
 
     let mut argv: Vec<*mut raw::RedisModuleString> = fields.iter().map(|f| f.inner).collect();
-    let mut id = RedisModuleStreamID { ms: 0, seq: 0 };
+    let mut id = given_id.unwrap_or(RedisModuleStreamID { ms: 0, seq: 0 });
+    let flags = if given_id.is_some() {
+        0
+    } else {
+        raw::REDISMODULE_STREAM_ADD_AUTOID as c_int
+    };
     let pairs = (argv.len() / 2) as i64;
     // SAFETY: argv holds `pairs` field/value pairs of live strings; id is written by Redis.
-    let status = unsafe {
-        add(
-            key.as_ptr(),
-            raw::REDISMODULE_STREAM_ADD_AUTOID as c_int,
-            &mut id,
-            argv.as_mut_ptr(),
-            pairs,
-        )
-    };
+    let status = unsafe { add(key.as_ptr(), flags, &mut id, argv.as_mut_ptr(), pairs) };
     if status != raw::REDISMODULE_OK as c_int {
-        return Err(err("cannot append to an inbox stream"));
+        return Err(err(format!(
+            "cannot append to stream {}",
+            String::from_utf8_lossy(key_name.as_slice())
+        )));
     }
 
     let len = key.value_length();

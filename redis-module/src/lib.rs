@@ -20,6 +20,7 @@
 //! - [`state`]: the partition layout fixed at load, activity counters and gauges.
 //! - [`args`]: argument checking shared by all commands.
 //! - [`ops`]: replicated writes and low-level reads of plain Redis values.
+//! - [`history`]: room history: offsets, retained messages, replay for gapless joins.
 //! - [`inbox`]: the publish hot path: low-level `XADD` into node inboxes + replication.
 //! - [`membership`]: joins, leaves, connections and node removal inside a partition.
 //! - [`sender`]: the publish policy (GCRA rate, strikes, bans, kicks).
@@ -32,6 +33,7 @@
 pub mod args;
 pub mod commands;
 pub mod config;
+pub mod history;
 pub mod inbox;
 pub mod membership;
 pub mod ops;
@@ -101,6 +103,7 @@ redis_module! {
         ["rc.send", publish::send, "write deny-oom", 1, 1, 1, ""],
         ["rc.kick", kick::kick, "write deny-oom", 1, 1, 1, ""],
         ["rc.throttle", throttle::throttle, "write deny-oom fast", 1, 1, 1, ""],
+        ["rc.history", history::history_command, "readonly", 1, 1, 1, ""],
         ["rc.info", rc_info, "readonly", 0, 0, 0, ""],
     ],
     configurations: [
@@ -113,6 +116,8 @@ redis_module! {
             ["max-payload-bytes", &config::MAX_PAYLOAD_BYTES, defaults::MAX_PAYLOAD_BYTES, 1, 536_870_912, ConfigurationFlags::DEFAULT, None],
             ["max-conns-per-user", &config::MAX_CONNS_PER_USER, defaults::MAX_CONNS_PER_USER, 0, 1_000_000, ConfigurationFlags::DEFAULT, None],
             ["inbox-maxlen", &config::INBOX_MAXLEN, defaults::INBOX_MAXLEN, 16, 1_000_000_000, ConfigurationFlags::DEFAULT, None],
+            ["history-len", &config::HISTORY_LEN, defaults::HISTORY_LEN, 0, 1_000_000, ConfigurationFlags::DEFAULT, None],
+            ["history-ttl-ms", &config::HISTORY_TTL_MS, defaults::HISTORY_TTL_MS, 0, 31_536_000_000, ConfigurationFlags::DEFAULT, None],
         ],
         string: [],
         bool: [],

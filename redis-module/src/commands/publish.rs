@@ -8,7 +8,7 @@ use roomcast_common::keys::split_pair;
 use crate::args::{self, arity, at, err};
 use crate::inbox::Entry;
 use crate::state::{layout, PUBLISHED, SENT};
-use crate::{config, membership, ops, sender};
+use crate::{config, history, membership, ops, sender};
 
 /// Refuses payloads over `max-payload-bytes`.
 fn check_payload(data: &[u8]) -> Result<(), RedisError> {
@@ -25,8 +25,8 @@ fn check_payload(data: &[u8]) -> Result<(), RedisError> {
 /// `RC.PUBLISH room data [FROM user] [CONN conn]` → `[connections, nodes, offset]`.
 ///
 /// `connections` counts the member connections the message is routed to (the sending
-/// `CONN` excluded), `nodes` the inboxes written. `offset` is nil until room history
-/// is enabled.
+/// `CONN` excluded), `nodes` the inboxes written, `offset` the message's place in the
+/// room's history (`<epoch>:<seq>`; nil while `history-len` is 0).
 pub fn publish(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     arity(&args, 3, 7)?;
     let layout = layout()?;
@@ -48,6 +48,18 @@ pub fn publish(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         None => None,
     };
     let from_name = from.map_or("", |f| f.name);
+    let offset = if history::enabled() {
+        Some(history::record(
+            ctx,
+            keys,
+            room.name,
+            from_name.as_bytes(),
+            data,
+        )?)
+    } else {
+        None
+    };
+    let offset_text = offset.as_ref().map(ToString::to_string).unwrap_or_default();
     let entry = Entry::new(
         ctx,
         Kind::Message,
@@ -55,7 +67,7 @@ pub fn publish(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
             room.name.as_bytes(),
             from_name.as_bytes(),
             conn.unwrap_or("").as_bytes(),
-            b"",
+            offset_text.as_bytes(),
             data,
         ],
     )?;
@@ -77,7 +89,7 @@ pub fn publish(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     Ok(RedisValue::Array(vec![
         RedisValue::Integer(connections),
         RedisValue::Integer(routed),
-        RedisValue::Null,
+        history::offset_value(offset.as_ref()),
     ]))
 }
 

@@ -4,23 +4,54 @@ use redis_module::{Context, RedisResult, RedisString, RedisValue};
 
 use crate::args::{self, arity, at};
 use crate::membership::{self, require_lease};
-use crate::ops;
 use crate::state::layout;
+use crate::{config, history, ops};
 
-/// `RC.JOIN room node conn user` → 1 when the connection joined, 0 when it already was
-/// a member. The user's first connection in the room sends a join event to every node
-/// with members (the joining connection itself is skipped).
+/// `RC.JOIN room node conn user [SINCE offset|$]` → 1 when the connection joined, 0 when
+/// it already was a member. The user's first connection in the room sends a join event
+/// to every node with members (the joining connection itself is skipped).
+///
+/// With `SINCE` the reply is `[joined, recovered, cut, [[offset, from, data], …]]`:
+/// atomically with the join, the messages after `offset` up to the room's position
+/// `cut` (every later message is routed live to the node). `recovered` is 0 when that
+/// is impossible (history off, epoch changed, or trimmed past `offset`); `SINCE $` only
+/// asks for the cut.
 pub fn join(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
-    arity(&args, 5, 5)?;
+    arity(&args, 5, 7)?;
     let layout = layout()?;
     let room = args::name(layout, at(&args, 1)?, "room")?;
     let node = args::id(at(&args, 2)?, "node")?;
     let conn = args::id(at(&args, 3)?, "connection")?;
     let user = args::name(layout, at(&args, 4)?, "user")?;
+    let [since] = args::options(args.get(5..).unwrap_or_default(), ["SINCE"])?;
+    let since = match since {
+        Some(arg) if arg.as_slice() == b"$" => Some(None),
+        Some(arg) => Some(Some(history::parse_since(arg)?)),
+        None => None,
+    };
     let keys = layout.keys(room.partition)?;
     require_lease(ctx, keys, node)?;
     let joined = membership::join(ctx, keys, room.name, node, conn, user.name)?;
-    Ok(RedisValue::Integer(i64::from(joined)))
+    let Some(since) = since else {
+        return Ok(RedisValue::Integer(i64::from(joined)));
+    };
+    let replay = match since {
+        Some(offset) => {
+            let limit = config::get(&config::HISTORY_LEN).max(0) as usize;
+            history::after(ctx, keys, room.name, &offset, limit)?
+        }
+        None => history::Replay {
+            recovered: true,
+            cut: history::current(ctx, keys, room.name)?,
+            entries: Vec::new(),
+        },
+    };
+    Ok(RedisValue::Array(vec![
+        RedisValue::Integer(i64::from(joined)),
+        RedisValue::Integer(i64::from(replay.recovered)),
+        history::offset_value(replay.cut.as_ref()),
+        history::entries_value(replay.entries),
+    ]))
 }
 
 /// `RC.LEAVE room node conn` → 1 when the connection left, 0 when it was not a member.
