@@ -17,6 +17,8 @@ const POLICY: &[&str] = &[
     "2",
     "ban-ms",
     "60000",
+    "history-len",
+    "100",
 ];
 
 /// One call to every write command the module registers (and some error paths).
@@ -40,6 +42,7 @@ const WRITES: &[&[&str]] = &[
         "a1",
     ],
     &["RC.PUBLISH", "lobby", "{\"n\":2}"],
+    &["RC.JOIN", "lobby", "n1", "a2", "ann", "SINCE", "$"],
     &["RC.SEND", "bob", "psst", "FROM", "cat"],
     &["RC.THROTTLE", "api:ann", "5", "1", "3600"],
     &["RC.THROTTLE", "api:ann", "5", "1", "3600", "3"],
@@ -54,12 +57,12 @@ const WRITES: &[&[&str]] = &[
     &["RC.NODE.DOWN", "lobby", "n1"],
 ];
 
-/// What an edge or backend can observe: members, presence and inbox contents.
+/// What an edge or backend can observe: members, presence, history and inbox contents.
 fn observable(conn: &mut Connection) -> Vec<String> {
     let mut out = Vec::new();
-    for cmd in ["RC.MEMBERS", "RC.PRESENCE"] {
+    for cmd in ["RC.MEMBERS", "RC.PRESENCE", "RC.HISTORY"] {
         let v: redis::Value = redis::cmd(cmd).arg("lobby").query(conn).unwrap();
-        out.push(format!("{cmd} {:?}", strings(&v)));
+        out.push(format!("{cmd} {v:?}"));
     }
     for (name, node) in [
         ("lobby", "n1"),
