@@ -103,6 +103,30 @@ pub async fn run(worker: Rc<Worker>) {
     }
 }
 
+/// Renews the leases now and registers again what the module lost. Called when a
+/// command is refused because the node holds no lease (Redis came back empty and the
+/// periodic renewal has not run yet).
+pub async fn restore(worker: &Rc<Worker>) -> Result<(), redis::RedisError> {
+    let lost = renew(worker).await?;
+    if !lost.is_empty() {
+        reregister(worker, &lost).await?;
+    }
+    Ok(())
+}
+
+/// Runs a command that needs the node's lease, restoring the lease once if the module
+/// says it holds none.
+pub async fn run_leased(worker: &Rc<Worker>, cmd: &redis::Cmd) -> Result<Value, redis::RedisError> {
+    match worker.backend.run(cmd).await {
+        Err(e) if e.to_string().contains("holds no lease") => {
+            tracing::info!(node = %worker.node, "the module lost this node; restoring it");
+            restore(worker).await?;
+            worker.backend.run(cmd).await
+        }
+        other => other,
+    }
+}
+
 /// Registers every local connection whose user, and every membership whose room, lives
 /// in one of the `lost` partitions.
 async fn reregister(worker: &Rc<Worker>, lost: &[u32]) -> Result<(), redis::RedisError> {
@@ -130,6 +154,9 @@ async fn reregister(worker: &Rc<Worker>, lost: &[u32]) -> Result<(), redis::Redi
                 }
             }
         }
+    }
+    if pipe.cmd_iter().next().is_none() {
+        return Ok(());
     }
     worker.backend.run_pipeline(&pipe).await.map(|_| ())
 }

@@ -6,6 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 
 use bytes::Bytes;
+use roomcast_common::offset::Offset;
 
 use crate::outbox::Outbox;
 
@@ -34,6 +35,11 @@ pub struct Local {
     /// arrived meanwhile, with their offsets (empty for presence events). They are
     /// sent after the join's replay and ack, so the client sees replay → ack → live.
     pub joining: HashMap<(u64, String), Vec<(String, Bytes)>>,
+    /// Recent joins: (connection, room) → the join's cut. Messages at or before it were
+    /// replayed (or predate the join) and may still be in flight to this worker through
+    /// other members' routing; they are skipped until a later message passes the cut
+    /// (a room's messages reach a node in order).
+    pub floors: HashMap<(u64, String), Offset>,
 }
 
 fn remove_seq(map: &mut HashMap<String, Vec<u64>>, key: &str, seq: u64) {
@@ -61,6 +67,7 @@ impl Local {
         for room in &conn.rooms {
             remove_seq(&mut self.rooms, room, seq);
             self.joining.remove(&(seq, room.clone()));
+            self.floors.remove(&(seq, room.clone()));
         }
         remove_seq(&mut self.users, &conn.user, seq);
         Some(conn)
@@ -88,6 +95,7 @@ impl Local {
         }
         remove_seq(&mut self.rooms, room, seq);
         self.joining.remove(&(seq, room.to_string()));
+        self.floors.remove(&(seq, room.to_string()));
         true
     }
 

@@ -14,6 +14,7 @@ use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Value};
 use roomcast_common::entry::Kind;
 use roomcast_common::keys::PartitionKeys;
+use roomcast_common::offset::Offset;
 
 use crate::frame::{self, close};
 use crate::metrics::WorkerMetrics;
@@ -241,6 +242,10 @@ fn send_to_room(worker: &Worker, room: &str, skip: Option<u64>, offset: &str, fr
     let Some(seqs) = local.rooms.get(room) else {
         return;
     };
+    // Parsed only while some recent join still has a floor.
+    let parsed = (!local.floors.is_empty())
+        .then(|| Offset::parse(offset))
+        .flatten();
     for seq in seqs {
         if Some(*seq) == skip {
             continue;
@@ -249,6 +254,15 @@ fn send_to_room(worker: &Worker, room: &str, skip: Option<u64>, offset: &str, fr
             if let Some(held) = local.joining.get_mut(&(*seq, room.to_string())) {
                 held.push((offset.to_string(), frame.clone()));
                 continue;
+            }
+        }
+        if let Some(message) = &parsed {
+            let key = (*seq, room.to_string());
+            if let Some(floor) = local.floors.get(&key) {
+                if message.epoch == floor.epoch && message.seq <= floor.seq {
+                    continue;
+                }
+                local.floors.remove(&key);
             }
         }
         if let Some(conn) = local.conns.get(seq) {

@@ -21,6 +21,7 @@ use roomcast_common::offset::Offset;
 use crate::auth::room_allowed;
 use crate::backend::{classify, Failure};
 use crate::frame::{self, close};
+use crate::lease;
 use crate::local::Conn;
 use crate::metrics::WorkerMetrics;
 use crate::outbox::{Outbox, Pushed};
@@ -139,9 +140,10 @@ impl Session {
         cmd.arg(&self.identity.user)
             .arg(&w.node)
             .arg(&*self.conn_id);
-        match w.backend.run(&cmd).await {
+        match lease::run_leased(w, &cmd).await {
             Ok(_) => {}
             Err(e) => {
+                tracing::warn!(error = %e, "RC.CONNECT refused");
                 let (code, reason) = match classify(&e) {
                     Failure::Refused(ErrorCode::Forbidden, _) => {
                         (close::POLICY, "too many connections")
@@ -486,7 +488,7 @@ impl Session {
             .arg(&self.identity.user)
             .arg("SINCE")
             .arg(since.unwrap_or("$"));
-        let reply = match w.backend.run(&cmd).await {
+        let reply = match lease::run_leased(w, &cmd).await {
             Ok(Value::Array(reply)) => reply,
             Ok(_) => Vec::new(),
             Err(e) => {
@@ -511,13 +513,15 @@ impl Session {
             extra.push(("recovered", if recovered { b"true" } else { b"false" }));
         }
         self.ack(id, &extra);
-        let held = w
-            .local
-            .borrow_mut()
-            .joining
-            .remove(&(self.seq, room.to_string()))
-            .unwrap_or_default();
         let cut = cut.as_deref().and_then(Offset::parse);
+        let held = {
+            let mut local = w.local.borrow_mut();
+            let key = (self.seq, room.to_string());
+            if let Some(cut) = &cut {
+                local.floors.insert(key.clone(), cut.clone());
+            }
+            local.joining.remove(&key).unwrap_or_default()
+        };
         for (offset, frame) in held {
             if after_cut(&offset, cut.as_ref()) {
                 self.push_counted(frame);
