@@ -1,6 +1,6 @@
 # Sourced by scripts/run.sh and scripts/test.sh: makes sure the system packages
-# roomcast needs are present, installing them with apt when possible, and otherwise
-# stopping with a message that says how.
+# roomcast needs are present, installing them with apt when possible (and the browser
+# test's npm packages with npm ci), and otherwise stopping with a message that says how.
 
 need_package() { # need_package <what is missing> <debian package>
   local what=$1 package=$2
@@ -18,6 +18,30 @@ need_package() { # need_package <what is missing> <debian package>
   fi
 }
 
+# The browser test (tests/tests/demo_browser.rs) drives Debian's Chromium with
+# playwright-core from tests/browser/node_modules (never a downloaded browser).
+ensure_browser_deps() {
+  local root
+  root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+  command -v node >/dev/null || need_package "Node.js (browser tests)" nodejs
+  command -v npm >/dev/null || need_package "npm (browser tests)" npm
+  [ -x "${ROOMCAST_CHROMIUM:-/usr/bin/chromium}" ] \
+    || need_package "Chromium (browser tests)" chromium
+  local modules="$root/tests/browser/node_modules"
+  if [ ! -f "$modules/playwright-core/package.json" ] \
+     || [ "$root/tests/browser/package-lock.json" -nt "$modules/.package-lock.json" ]; then
+    echo "roomcast: installing the browser test's npm packages into tests/browser" >&2
+    local install=install
+    [ -f "$root/tests/browser/package-lock.json" ] && install=ci
+    npm "$install" --prefix "$root/tests/browser" --no-audit --no-fund >&2 || {
+      echo "roomcast: npm $install --prefix tests/browser failed" >&2
+      exit 1
+    }
+  fi
+}
+
+# ensure_deps [--no-browser]: what building and testing need; --no-browser skips the
+# browser test's Chromium, Node.js and npm packages (scripts/run.sh does not need them).
 ensure_deps() {
   command -v cargo >/dev/null || {
     echo "roomcast: cargo is missing: install the Rust toolchain (https://rustup.rs)" >&2
@@ -30,4 +54,5 @@ ensure_deps() {
      && ! ls /usr/lib/aarch64-linux-gnu/libclang*.so* >/dev/null 2>&1; then
     need_package "libclang (needed to build the module)" libclang-dev
   fi
+  [ "${1:-}" = --no-browser ] || ensure_browser_deps
 }

@@ -39,6 +39,11 @@ pub struct Config {
     #[arg(long, env = "ROOMCAST_ALLOW_ANONYMOUS")]
     pub allow_anonymous: bool,
 
+    /// Serve the demo chat page at /demo (index.html, demo.js, demo.css and the
+    /// roomcast.js client, embedded in the binary). Off: those paths are 404.
+    #[arg(long, env = "ROOMCAST_DEMO")]
+    pub demo: bool,
+
     /// Allowed Origin header value (repeatable). Empty: any origin. Requests without an
     /// Origin header (non-browser clients) are always accepted.
     #[arg(
