@@ -14,3 +14,5 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 echo "== tests =="
 cargo test --workspace --no-fail-fast
+echo "== JavaScript client tests (Node's test runner, real edges) =="
+(cd clients/js && node --experimental-websocket --test test/)

@@ -161,7 +161,8 @@ impl Outbox {
                 }
             }
             if closing.is_some() {
-                let _ = sink.flush().await;
+                // FIN after the close frame; the reader drains what the peer still sends.
+                let _ = sink.shutdown().await;
                 break;
             }
             notified.await;

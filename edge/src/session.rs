@@ -253,8 +253,27 @@ impl Session {
         }
     }
 
-    /// Reads frames until the peer closes, the protocol is broken, or the socket fails.
+    /// Reads frames until the peer closes, the protocol is broken, or the socket fails;
+    /// once a close is under way, keeps reading (and discarding) until the peer's close
+    /// or EOF, so that the socket is not dropped with unread data — which would make the
+    /// kernel send a reset and the peer lose our close frame and final replies.
     async fn read_loop<S: tokio::io::AsyncRead + Unpin>(
+        &self,
+        reader: &mut fastwebsockets::WebSocketRead<S>,
+    ) {
+        self.read_frames(reader).await;
+        if self.out.is_closing() {
+            let mut no_obligations = |_: Frame<'_>| async { Ok::<(), std::io::Error>(()) };
+            while let Ok(frame) = reader.read_frame(&mut no_obligations).await {
+                if frame.opcode == OpCode::Close {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// The read loop proper: returns when the connection starts closing.
+    async fn read_frames<S: tokio::io::AsyncRead + Unpin>(
         &self,
         reader: &mut fastwebsockets::WebSocketRead<S>,
     ) {
@@ -407,16 +426,20 @@ impl Session {
     }
 
     /// Checks a room name from the client; sends the error and returns None if bad.
+    /// A partition-tagged name (`{tag}room`) is accepted and reduced to the plain name,
+    /// which is how the module stores rooms and names them in inbox entries.
     fn room<'a>(&self, id: Option<&[u8]>, room: Option<&'a str>) -> Option<&'a str> {
         let Some(room) = room else {
             self.send_error(id, ErrorCode::BadRequest, "missing \"room\"", None);
             return None;
         };
-        if let Err(e) = check_name(room.as_bytes()) {
-            self.send_error(id, ErrorCode::BadRequest, &format!("room name {e}"), None);
-            return None;
+        match self.worker.shared.layout.resolve(room.as_bytes()) {
+            Ok(resolved) => Some(resolved.name),
+            Err(e) => {
+                self.send_error(id, ErrorCode::BadRequest, &format!("room name {e}"), None);
+                None
+            }
         }
-        Some(room)
     }
 
     /// Reports a failed module command to the client.
