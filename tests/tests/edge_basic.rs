@@ -118,3 +118,34 @@ fn the_embedded_default_runs_its_own_redis_and_stops_it() {
         "the embedded redis-server is still running"
     );
 }
+
+#[test]
+fn tagged_room_names_and_a_strict_upgrade_response() {
+    let redis = Redis::start(&[]);
+    let edge = Edge::start(&redis, "tg", &[]);
+    let (mut ann, _) = edge.connect("ann");
+    let (mut bob, _) = edge.connect("bob");
+    // Strict clients (undici, …) require exactly `Connection: upgrade`.
+    assert_eq!(ann.response_header("connection"), Some("upgrade"));
+    let tagged = roomcast_tests::roomcast::layout(16).tagged("lobby");
+    assert_eq!(
+        request(&mut ann, json!({"op":"join","room":tagged}), 1)["op"],
+        "ack"
+    );
+    assert_eq!(
+        request(&mut bob, json!({"op":"join","room":"lobby"}), 2)["op"],
+        "ack"
+    );
+    let ack = request(&mut bob, json!({"op":"publish","room":"lobby","data":1}), 3);
+    assert_eq!(ack["op"], "ack", "{ack}");
+    let m = ann.recv_json_where(T, |m| m["op"] == "message").unwrap();
+    assert_eq!(
+        (m["room"].as_str(), m["data"].as_i64()),
+        (Some("lobby"), Some(1))
+    );
+    let wrong = format!("{{0.13}}{}", "lobby");
+    let reply = request(&mut ann, json!({"op":"join","room":wrong}), 4);
+    if roomcast_tests::roomcast::layout(16).tagged("lobby") != wrong {
+        assert_eq!(reply["code"], "bad_request", "{reply}");
+    }
+}
