@@ -31,15 +31,26 @@ pub struct Local {
     pub rooms: HashMap<String, Vec<u64>>,
     /// User → sequence numbers of its local connections.
     pub users: HashMap<String, Vec<u64>>,
-    /// Joins waiting for the module's reply: (connection, room) → room frames that
+    /// Joins waiting for the module's reply: room → connection → room frames that
     /// arrived meanwhile, with their offsets (empty for presence events). They are
     /// sent after the join's replay and ack, so the client sees replay → ack → live.
-    pub joining: HashMap<(u64, String), Vec<(String, Bytes)>>,
-    /// Recent joins: (connection, room) → the join's cut. Messages at or before it were
+    pub joining: HashMap<String, HashMap<u64, Vec<(String, Bytes)>>>,
+    /// Recent joins: room → connection → the join's cut. Messages at or before it were
     /// replayed (or predate the join) and may still be in flight to this worker through
     /// other members' routing; they are skipped until a later message passes the cut
-    /// (a room's messages reach a node in order).
-    pub floors: HashMap<(u64, String), Offset>,
+    /// (a room's messages reach a node in order). Keyed by room first so that fan-out
+    /// looks a room up once per message, without allocating.
+    pub floors: HashMap<String, HashMap<u64, Offset>>,
+}
+
+/// Removes `seq` from a room → connection map, dropping the room when it empties.
+fn remove_nested<V>(map: &mut HashMap<String, HashMap<u64, V>>, room: &str, seq: u64) -> Option<V> {
+    let inner = map.get_mut(room)?;
+    let value = inner.remove(&seq);
+    if inner.is_empty() {
+        map.remove(room);
+    }
+    value
 }
 
 fn remove_seq(map: &mut HashMap<String, Vec<u64>>, key: &str, seq: u64) {
@@ -66,8 +77,8 @@ impl Local {
         let conn = self.conns.remove(&seq)?;
         for room in &conn.rooms {
             remove_seq(&mut self.rooms, room, seq);
-            self.joining.remove(&(seq, room.clone()));
-            self.floors.remove(&(seq, room.clone()));
+            remove_nested(&mut self.joining, room, seq);
+            remove_nested(&mut self.floors, room, seq);
         }
         remove_seq(&mut self.users, &conn.user, seq);
         Some(conn)
@@ -94,9 +105,28 @@ impl Local {
             return false;
         }
         remove_seq(&mut self.rooms, room, seq);
-        self.joining.remove(&(seq, room.to_string()));
-        self.floors.remove(&(seq, room.to_string()));
+        remove_nested(&mut self.joining, room, seq);
+        remove_nested(&mut self.floors, room, seq);
         true
+    }
+
+    /// Starts holding room frames for connection `seq` while its join is in flight.
+    pub fn hold(&mut self, seq: u64, room: &str) {
+        self.joining
+            .entry(room.to_string())
+            .or_default()
+            .insert(seq, Vec::new());
+    }
+
+    /// Ends the hold: returns the held frames and records the join's cut as the floor.
+    pub fn release(&mut self, seq: u64, room: &str, cut: Option<Offset>) -> Vec<(String, Bytes)> {
+        if let Some(cut) = cut {
+            self.floors
+                .entry(room.to_string())
+                .or_default()
+                .insert(seq, cut);
+        }
+        remove_nested(&mut self.joining, room, seq).unwrap_or_default()
     }
 
     /// Whether connection `seq` is in `room`.

@@ -242,32 +242,32 @@ fn send_to_room(worker: &Worker, room: &str, skip: Option<u64>, offset: &str, fr
     let Some(seqs) = local.rooms.get(room) else {
         return;
     };
-    // Parsed only while some recent join still has a floor.
-    let parsed = (!local.floors.is_empty())
-        .then(|| Offset::parse(offset))
-        .flatten();
+    let mut held = local.joining.get_mut(room);
+    let mut floors = local.floors.get_mut(room);
+    // Parsed only while some recent join in this room still has a floor.
+    let parsed = floors.as_ref().and_then(|_| Offset::parse(offset));
     for seq in seqs {
         if Some(*seq) == skip {
             continue;
         }
-        if !local.joining.is_empty() {
-            if let Some(held) = local.joining.get_mut(&(*seq, room.to_string())) {
-                held.push((offset.to_string(), frame.clone()));
-                continue;
-            }
+        if let Some(frames) = held.as_mut().and_then(|h| h.get_mut(seq)) {
+            frames.push((offset.to_string(), frame.clone()));
+            continue;
         }
-        if let Some(message) = &parsed {
-            let key = (*seq, room.to_string());
-            if let Some(floor) = local.floors.get(&key) {
+        if let (Some(message), Some(floors)) = (&parsed, floors.as_mut()) {
+            if let Some(floor) = floors.get(seq) {
                 if message.epoch == floor.epoch && message.seq <= floor.seq {
                     continue;
                 }
-                local.floors.remove(&key);
+                floors.remove(seq);
             }
         }
         if let Some(conn) = local.conns.get(seq) {
             push(worker, &conn.out, frame.clone());
         }
+    }
+    if floors.is_some_and(|f| f.is_empty()) {
+        local.floors.remove(room);
     }
 }
 

@@ -500,9 +500,7 @@ impl Session {
             // Indexed before the command so that no message routed after the join is
             // missed; held until the reply so that none overtakes the replay.
             local.join(self.seq, room);
-            local
-                .joining
-                .insert((self.seq, room.to_string()), Vec::new());
+            local.hold(self.seq, room);
         }
         let mut cmd = redis::cmd("RC.JOIN");
         cmd.arg(room)
@@ -537,14 +535,7 @@ impl Session {
         }
         self.ack(id, &extra);
         let cut = cut.as_deref().and_then(Offset::parse);
-        let held = {
-            let mut local = w.local.borrow_mut();
-            let key = (self.seq, room.to_string());
-            if let Some(cut) = &cut {
-                local.floors.insert(key.clone(), cut.clone());
-            }
-            local.joining.remove(&key).unwrap_or_default()
-        };
+        let held = w.local.borrow_mut().release(self.seq, room, cut.clone());
         for (offset, frame) in held {
             if after_cut(&offset, cut.as_ref()) {
                 self.push_counted(frame);
