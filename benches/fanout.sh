@@ -21,6 +21,7 @@
 # Env knobs: SCENARIOS ("100:1:100 20:10:100 2:100:100 100:1:200 20:10:200 2:100:200"),
 #            MEASURE (15), WARMUP (3), PAYLOAD (100), IDLE_CONNS (10000), IDLE_HOLD (5),
 #            RESULTS_DIR (target/fanout-results/<timestamp>), NO_BUILD (unset), PIN (1),
+#            EDGE_BIN (target/release/roomcast-edge),
 #            MAX_BG_PCT (10).
 # Redis `INFO commandstats` is reset before each fan-out run and saved after it
 # (setup and warm-up included): usec_per_call of RC.PUBLISH and XREAD, and XREAD calls
@@ -54,6 +55,8 @@ fi
 for f in libroomcast.so roomcast-edge roomcast-fanout; do
     [ -e "$REL/$f" ] || { echo "fanout.sh: $REL/$f missing" >&2; exit 1; }
 done
+# EDGE_BIN: another roomcast-edge binary to measure (e.g. a build of an older commit).
+EDGE_BIN=${EDGE_BIN:-$REL/roomcast-edge}
 
 PORT=6379
 while [ "$PORT" = 6379 ]; do
@@ -94,7 +97,7 @@ redis-cli -h 127.0.0.1 -p "$PORT" ping >/dev/null || {
 
 EDGES=()
 for n in 0 1; do
-    "${SERVER_PIN[@]}" "$REL/roomcast-edge" --redis "redis://127.0.0.1:$PORT/" --workers 1 \
+    "${SERVER_PIN[@]}" "$EDGE_BIN" --redis "redis://127.0.0.1:$PORT/" --workers 1 \
         --conn-rate 0 --allow-anonymous --listen 127.0.0.1:0 --node-id "fo$n" --drain-ms 1000 \
         >"$WORK/edge$n.out" 2>"$WORK/edge$n.err" &
     EDGE_PIDS+=($!)

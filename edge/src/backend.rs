@@ -17,8 +17,9 @@ use crate::protocol::ErrorCode;
 /// Command connection of one worker.
 #[derive(Clone)]
 pub struct Backend {
-    /// Multiplexed, self-reconnecting connection.
-    conn: ConnectionManager,
+    /// Multiplexed, self-reconnecting connection; `None` under `--bench-floor`, where
+    /// every command fails as unavailable (the floor's sessions send none).
+    conn: Option<ConnectionManager>,
     /// Where round trips and errors are counted.
     metrics: Arc<WorkerMetrics>,
 }
@@ -45,6 +46,11 @@ fn retry_after(detail: &str) -> u64 {
         .unwrap_or(1000)
 }
 
+/// The error of a command attempted without Redis (`--bench-floor`).
+pub fn no_redis() -> RedisError {
+    RedisError::from((redis::ErrorKind::Client, "no Redis in --bench-floor mode"))
+}
+
 /// Classifies an error from a module command.
 pub fn classify(err: &RedisError) -> Failure {
     let detail = err.detail().unwrap_or_default();
@@ -62,29 +68,48 @@ pub fn classify(err: &RedisError) -> Failure {
 }
 
 impl Backend {
-    /// Connects (lazily: the first command connects, later ones reconnect as needed).
-    pub fn new(client: redis::Client, metrics: Arc<WorkerMetrics>) -> Result<Self, RedisError> {
+    /// Connects (lazily: the first command connects, later ones reconnect as needed);
+    /// without a client (`--bench-floor`), a backend whose commands all fail.
+    pub fn new(
+        client: Option<redis::Client>,
+        metrics: Arc<WorkerMetrics>,
+    ) -> Result<Self, RedisError> {
+        let Some(client) = client else {
+            return Ok(Self {
+                conn: None,
+                metrics,
+            });
+        };
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
             .set_response_timeout(Some(Duration::from_secs(5)))
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_secs(2));
         let conn = ConnectionManager::new_lazy_with_config(client, config)?;
-        Ok(Self { conn, metrics })
+        Ok(Self {
+            conn: Some(conn),
+            metrics,
+        })
     }
 
     /// Runs one command.
     pub async fn run(&self, cmd: &Cmd) -> Result<Value, RedisError> {
+        let Some(conn) = &self.conn else {
+            return Err(no_redis());
+        };
         let started = Instant::now();
-        let result = cmd.query_async(&mut self.conn.clone()).await;
+        let result = cmd.query_async(&mut conn.clone()).await;
         self.observe(started, &result);
         result
     }
 
     /// Runs a pipeline (errors of individual commands come back as values).
     pub async fn run_pipeline(&self, pipe: &Pipeline) -> Result<Vec<Value>, RedisError> {
+        let Some(conn) = &self.conn else {
+            return Err(no_redis());
+        };
         let started = Instant::now();
-        let result = pipe.query_async(&mut self.conn.clone()).await;
+        let result = pipe.query_async(&mut conn.clone()).await;
         self.observe(started, &result);
         result
     }

@@ -99,6 +99,17 @@ pub struct Config {
     /// binary, then target/release.
     #[arg(long, env = "ROOMCAST_MODULE")]
     pub module: Option<String>,
+
+    /// Benchmark reference only: no Redis; rooms are local to each worker.
+    ///
+    /// The same edge (upgrade, read loop, parsing, outbox, one write per batch), with
+    /// no redis-server, leases or inbox reader: join/leave change only the worker's
+    /// index, publish encodes the message once and fans it out to the room's members on
+    /// the same worker (acks and messages carry "offset":null), send reaches the user's
+    /// connections on the same worker, presence lists them, history is refused; no
+    /// joined/left events. Not a way to run roomcast.
+    #[arg(long, env = "ROOMCAST_BENCH_FLOOR", conflicts_with = "redis")]
+    pub bench_floor: bool,
 }
 
 /// Subcommands.

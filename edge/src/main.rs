@@ -16,6 +16,8 @@
 //! - [`outbox`]: bounded per-connection send queue and its one-write-per-batch writer.
 //! - [`local`]: the worker's index of connections, rooms and users.
 //! - [`reader`]: `XREAD BLOCK` over the node's inboxes and fan-out.
+//! - [`floor`]: `--bench-floor`, the benchmark reference without Redis (rooms local to
+//!   each worker, fed in-process through the same fan-out).
 //! - [`lease`]: lease renewal and re-registration after Redis lost the node's state.
 //! - [`backend`]: the command connection and the meaning of module errors.
 //! - [`ratelimit`]: the local per-connection token bucket.
@@ -25,6 +27,7 @@ mod auth;
 mod backend;
 mod config;
 mod embedded;
+mod floor;
 mod frame;
 mod http;
 mod lease;
@@ -138,8 +141,30 @@ fn fetch_layout(client: &redis::Client) -> Partitioner {
     }
 }
 
-fn run(config: Config) -> Result<(), String> {
-    let workers = config.worker_count()?;
+/// Where the edge's Redis comes from: `--redis`, the embedded one, or none at all
+/// (`--bench-floor`).
+struct Backing {
+    /// The embedded redis-server, stopped when dropped.
+    embedded: Option<embedded::Embedded>,
+    /// Client for the Redis in use.
+    client: Option<redis::Client>,
+    /// Partition layout (from `RC.INFO`; one partition under `--bench-floor`, where it
+    /// only checks room names).
+    layout: Partitioner,
+    /// What the start banner says about it.
+    banner: String,
+}
+
+fn backing(config: &Config) -> Result<Backing, String> {
+    if config.bench_floor {
+        return Ok(Backing {
+            embedded: None,
+            client: None,
+            layout: Partitioner::new(1)?,
+            banner: "bench-floor mode (benchmark reference only: rooms are local to each worker)"
+                .into(),
+        });
+    }
     let embedded = match &config.redis {
         Some(_) => None,
         None => Some(embedded::Embedded::start(
@@ -154,6 +179,22 @@ fn run(config: Config) -> Result<(), String> {
     };
     let client = redis::Client::open(url.as_str()).map_err(|e| format!("bad --redis URL: {e}"))?;
     let layout = fetch_layout(&client);
+    Ok(Backing {
+        embedded,
+        client: Some(client),
+        layout,
+        banner: format!("redis {url}"),
+    })
+}
+
+fn run(config: Config) -> Result<(), String> {
+    let workers = config.worker_count()?;
+    let Backing {
+        embedded,
+        client,
+        layout,
+        banner,
+    } = backing(&config)?;
     let base = config.node_id.clone().unwrap_or_else(generated_node_id);
 
     let first = worker::bind(config.listen)
@@ -196,7 +237,7 @@ fn run(config: Config) -> Result<(), String> {
         threads.push(handle);
     }
 
-    println!("roomcast-edge listening on http://{addr} (WebSocket: ws://{addr}/ws), {workers} workers, node {base}, redis {url}");
+    println!("roomcast-edge listening on http://{addr} (WebSocket: ws://{addr}/ws), {workers} workers, node {base}, {banner}");
     let _ = std::io::stdout().flush();
 
     wait_for_signal()?;

@@ -5,7 +5,7 @@
 //! while everything the server sends goes through the connection's [`Outbox`]: one
 //! writer, one write per batch. Whole-message size is counted across fragments (close
 //! 1009), unmasked client frames are refused (close 1002), and every client operation
-//! becomes exactly one module command.
+//! becomes exactly one module command (none under `--bench-floor`: see [`crate::floor`]).
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashSet;
@@ -20,6 +20,7 @@ use roomcast_common::offset::Offset;
 
 use crate::auth::room_allowed;
 use crate::backend::{classify, Failure};
+use crate::floor;
 use crate::frame::{self, close};
 use crate::lease;
 use crate::local::Conn;
@@ -133,16 +134,16 @@ impl Session {
         });
     }
 
-    /// `RC.CONNECT`, then the local index and the welcome. False when refused.
+    /// `RC.CONNECT` (not under `--bench-floor`), then the local index and the welcome.
+    /// False when refused.
     async fn register(&self) -> bool {
         let w = &self.worker;
-        let mut cmd = redis::cmd("RC.CONNECT");
-        cmd.arg(&self.identity.user)
-            .arg(&w.node)
-            .arg(&*self.conn_id);
-        match lease::run_leased(w, &cmd).await {
-            Ok(_) => {}
-            Err(e) => {
+        if !w.floor() {
+            let mut cmd = redis::cmd("RC.CONNECT");
+            cmd.arg(&self.identity.user)
+                .arg(&w.node)
+                .arg(&*self.conn_id);
+            if let Err(e) = lease::run_leased(w, &cmd).await {
                 tracing::warn!(error = %e, "RC.CONNECT refused");
                 let (code, reason) = match classify(&e) {
                     Failure::Refused(ErrorCode::Forbidden, _) => {
@@ -225,13 +226,13 @@ impl Session {
     }
 
     /// Leaves every room and removes the connection from presence (unless the whole
-    /// node is being removed with `RC.NODE.DOWN`).
+    /// node is being removed with `RC.NODE.DOWN`, or there is no module: `--bench-floor`).
     async fn unregister(&self) {
         let w = &self.worker;
         let conn = w.local.borrow_mut().remove_conn(self.seq);
         WorkerMetrics::inc(&self.metrics().connections_closed);
         let Some(conn) = conn else { return };
-        if w.draining.get() {
+        if w.draining.get() || w.floor() {
             return;
         }
         let mut pipe = redis::pipe();
@@ -500,6 +501,15 @@ impl Session {
             // Indexed before the command so that no message routed after the join is
             // missed; held until the reply so that none overtakes the replay.
             local.join(self.seq, room);
+            if w.floor() {
+                drop(local);
+                // No module, so no position and nothing to replay.
+                let mut extra: Vec<(&str, &[u8])> = vec![("offset", b"null")];
+                if since.is_some() {
+                    extra.push(("recovered", b"false"));
+                }
+                return self.ack(id, &extra);
+            }
             local.hold(self.seq, room);
         }
         let mut cmd = redis::cmd("RC.JOIN");
@@ -569,6 +579,9 @@ impl Session {
             let message = "\"since\" must be an offset as received in \"offset\"";
             return self.send_error(id, ErrorCode::BadRequest, message, None);
         }
+        if self.worker.floor() {
+            return self.send_error(id, ErrorCode::BadRequest, floor::NOT_AVAILABLE, None);
+        }
         let mut cmd = redis::cmd("RC.HISTORY");
         cmd.arg(room);
         if let Some(since) = since {
@@ -624,6 +637,9 @@ impl Session {
         if !w.local.borrow_mut().leave(self.seq, room) {
             return self.send_error(id, ErrorCode::NotMember, "not in this room", None);
         }
+        if w.floor() {
+            return self.ack(id, &[]);
+        }
         let mut cmd = redis::cmd("RC.LEAVE");
         cmd.arg(room).arg(&w.node).arg(&*self.conn_id);
         match w.backend.run(&cmd).await {
@@ -647,6 +663,11 @@ impl Session {
         let w = &self.worker;
         if !w.local.borrow().is_member(self.seq, room) {
             return self.send_error(id, ErrorCode::NotMember, "join the room first", None);
+        }
+        if w.floor() {
+            let data = data.get().as_bytes();
+            floor::publish(w, room, &self.identity.user, &self.conn_id, data);
+            return self.ack(id, &[("offset", b"null")]);
         }
         let mut cmd = redis::cmd("RC.PUBLISH");
         cmd.arg(room)
@@ -680,6 +701,15 @@ impl Session {
         let Some(data) = data else {
             return self.send_error(id, ErrorCode::BadRequest, "missing \"data\"", None);
         };
+        if self.worker.floor() {
+            floor::direct(
+                &self.worker,
+                user,
+                &self.identity.user,
+                data.get().as_bytes(),
+            );
+            return self.ack(id, &[]);
+        }
         let mut cmd = redis::cmd("RC.SEND");
         cmd.arg(user)
             .arg(data.get().as_bytes())
@@ -697,6 +727,11 @@ impl Session {
         };
         if !room_allowed(self.identity.rooms.as_deref(), room) {
             return self.send_error(id, ErrorCode::Forbidden, "this room is not allowed", None);
+        }
+        if self.worker.floor() {
+            let mut list = Vec::new();
+            protocol::string_array(&mut list, &floor::presence(&self.worker, room));
+            return self.ack(id, &[("users", &list)]);
         }
         let mut cmd = redis::cmd("RC.PRESENCE");
         cmd.arg(room);

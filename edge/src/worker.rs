@@ -28,13 +28,14 @@ pub struct Shared {
     pub config: Config,
     /// Partition layout of the dataset (from `RC.INFO`).
     pub layout: Partitioner,
-    /// Redis client (connection factory).
-    pub redis: redis::Client,
+    /// Redis client (connection factory); `None` under `--bench-floor`.
+    pub redis: Option<redis::Client>,
     /// Token verifier, when a secret is configured.
     pub verifier: Option<Verifier>,
     /// Metrics of every worker, for `/metrics`.
     pub all_metrics: Vec<Arc<WorkerMetrics>>,
-    /// Readiness of every worker (lease held and inbox reader connected).
+    /// Readiness of every worker (lease held and inbox reader connected; at once under
+    /// `--bench-floor`).
     pub ready: Vec<Arc<AtomicBool>>,
 }
 
@@ -46,7 +47,8 @@ pub struct Worker {
     pub index: usize,
     /// Shared configuration and layout.
     pub shared: Arc<Shared>,
-    /// Module commands.
+    /// Module commands (without a connection under `--bench-floor`: see
+    /// [`Worker::floor`]).
     pub backend: Backend,
     /// Local connections and memberships.
     pub local: RefCell<Local>,
@@ -81,6 +83,12 @@ impl Worker {
     /// The partition tag argument (`{tag}`) of partition `p`.
     pub fn partition_arg(&self, p: u32) -> String {
         format!("{{{}}}", self.shared.layout.tag(p))
+    }
+
+    /// True under `--bench-floor`: no Redis; sessions use [`crate::floor`] instead of
+    /// module commands, and there is no lease or inbox reader.
+    pub fn floor(&self) -> bool {
+        self.shared.redis.is_none()
     }
 
     /// Marks this worker ready or not for `/readyz`.
@@ -133,9 +141,16 @@ pub fn run(
         });
         let listener = TcpListener::from_std(listener)?;
 
-        lease::start(&worker).await;
-        let reader = tokio::task::spawn_local(reader::run(worker.clone()));
-        let renewer = tokio::task::spawn_local(lease::run(worker.clone()));
+        // Under --bench-floor there is nothing to register with and nothing to read.
+        let background = if worker.floor() {
+            worker.set_ready(true);
+            None
+        } else {
+            lease::start(&worker).await;
+            let reader = tokio::task::spawn_local(reader::run(worker.clone()));
+            let renewer = tokio::task::spawn_local(lease::run(worker.clone()));
+            Some((reader, renewer))
+        };
         tracing::info!(node = %worker.node, "worker ready");
 
         loop {
@@ -155,14 +170,17 @@ pub fn run(
         }
         drop(listener);
         drain(&worker).await;
-        renewer.abort();
-        reader.abort();
+        if let Some((reader, renewer)) = background {
+            renewer.abort();
+            reader.abort();
+        }
         Ok::<(), std::io::Error>(())
     })
 }
 
 /// Closes every socket with 1012 ("reconnect elsewhere"), removes the node from every
-/// partition (`RC.NODE.DOWN`, so the others see leave events at once), and returns.
+/// partition (`RC.NODE.DOWN`, so the others see leave events at once; not under
+/// `--bench-floor`), and returns.
 async fn drain(worker: &Rc<Worker>) {
     worker.draining.set(true);
     worker.set_ready(false);
@@ -182,8 +200,10 @@ async fn drain(worker: &Rc<Worker>) {
         }
     };
     let _ = tokio::time::timeout(Duration::from_secs(2), wait_writers).await;
-    if let Err(e) = worker.backend.run_pipeline(&lease::node_down(worker)).await {
-        tracing::warn!(node = %worker.node, error = %e, "RC.NODE.DOWN failed while draining");
+    if !worker.floor() {
+        if let Err(e) = worker.backend.run_pipeline(&lease::node_down(worker)).await {
+            tracing::warn!(node = %worker.node, error = %e, "RC.NODE.DOWN failed while draining");
+        }
     }
     tracing::info!(node = %worker.node, connections = outs.len(), "worker drained");
 }
