@@ -7,15 +7,16 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use fastwebsockets::{Frame, OpCode, Payload};
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, Semaphore};
 
 use crate::procfs;
+use crate::socketio::{self, Packet};
 use crate::ws::{self, ServerMsg, Stamp, Ws};
-use crate::FanoutArgs;
+use crate::{FanoutArgs, Protocol};
 
 /// One receiving connection's view of its room's sequence.
 #[derive(Default)]
@@ -98,11 +99,13 @@ fn data_json(s: u64, t: u64, len: usize) -> String {
     d
 }
 
-/// Connects, waits for `welcome` and joins, for every (edge, source, user, room) in
-/// `specs`, with at most `concurrency` handshakes in flight. Keeps the order.
+/// Connects, waits for `welcome` (Socket.IO: the namespace connect) and joins, for
+/// every (edge, source, user, room) in `specs`, with at most `concurrency` handshakes in
+/// flight. Keeps the order.
 async fn connect_all(
     specs: Vec<(SocketAddr, Option<IpAddr>, String, String)>,
     concurrency: usize,
+    proto: Protocol,
 ) -> Result<Vec<Ws>> {
     let sem = Arc::new(Semaphore::new(concurrency.max(1)));
     let mut handles = Vec::with_capacity(specs.len());
@@ -110,9 +113,8 @@ async fn connect_all(
         let sem = sem.clone();
         handles.push(tokio::task::spawn_local(async move {
             let _permit = sem.acquire().await?;
-            let mut c = ws::connect(edge, src, &user).await?;
-            ws::welcome(&mut c).await.context("welcome")?;
-            ws::join(&mut c, &room, 1).await?;
+            let mut c = proto.open(edge, src, &user).await?;
+            proto.join(&mut c, &room, 1).await?;
             anyhow::Ok(c)
         }));
     }
@@ -123,50 +125,109 @@ async fn connect_all(
     Ok(out)
 }
 
+/// Accounts one `message` (its `room` and raw `data`) received by receiver `idx` at `now`.
+fn deliver(
+    s: &mut State,
+    idx: usize,
+    room: &str,
+    now: u64,
+    msg_room: Option<&str>,
+    data: Option<&serde_json::value::RawValue>,
+) {
+    if msg_room != Some(room) {
+        s.wrong_room += 1;
+        return;
+    }
+    let Some(stamp) = data.and_then(|d| serde_json::from_str::<Stamp>(d.get()).ok()) else {
+        s.bad_data += 1;
+        return;
+    };
+    s.delivered_total += 1;
+    if s.receivers[idx].see(stamp.s) && s.in_window(stamp.t) {
+        s.delivered_window += 1;
+        s.latency
+            .saturating_record(now.saturating_sub(stamp.t).max(1));
+    }
+}
+
+/// What a receiver does after a frame.
+enum Next {
+    Read,
+    /// Answer an Engine.IO ping.
+    Pong,
+    Stop,
+}
+
+/// Accounts one frame received by receiver `idx` at `now`.
+fn on_frame(
+    s: &mut State,
+    idx: usize,
+    room: &str,
+    proto: Protocol,
+    frame: &Frame<'_>,
+    now: u64,
+) -> Next {
+    match frame.opcode {
+        OpCode::Text | OpCode::Binary => {}
+        OpCode::Close => {
+            s.receivers[idx].closed = Some(ws::close_reason(&frame.payload));
+            return Next::Stop;
+        }
+        _ => return Next::Read,
+    }
+    if proto == Protocol::Socketio {
+        match socketio::parse(&frame.payload) {
+            Packet::Message(m) => deliver(s, idx, room, now, m.room, m.data),
+            Packet::Ping => return Next::Pong,
+            Packet::Closed(why) => {
+                s.receivers[idx].closed = Some(why);
+                return Next::Stop;
+            }
+            Packet::Event(name) => *s.other_ops.entry(name).or_default() += 1,
+            Packet::Ack { .. } => *s.other_ops.entry("ack".into()).or_default() += 1,
+            Packet::Open(_) | Packet::Connected => {
+                *s.other_ops.entry("open".into()).or_default() += 1
+            }
+            Packet::Other(what) => *s.other_ops.entry(what.into()).or_default() += 1,
+            Packet::Bad => s.bad_data += 1,
+        }
+        return Next::Read;
+    }
+    let Ok(msg) = serde_json::from_slice::<ServerMsg>(&frame.payload) else {
+        s.bad_data += 1;
+        return Next::Read;
+    };
+    if msg.op != "message" {
+        *s.other_ops.entry(msg.op.to_string()).or_default() += 1;
+        return Next::Read;
+    }
+    deliver(s, idx, room, now, msg.room, msg.data);
+    Next::Read
+}
+
 /// Reads one receiver's frames until the connection ends.
-async fn receive(mut c: Ws, idx: usize, room: Rc<str>, st: Shared) {
+async fn receive(mut c: Ws, idx: usize, room: Rc<str>, st: Shared, proto: Protocol) {
     loop {
-        let frame = match c.read_frame().await {
-            Ok(f) => f,
+        let next = match c.read_frame().await {
+            Ok(frame) => {
+                let mut s = st.borrow_mut();
+                let now = s.now_ns();
+                on_frame(&mut s, idx, &room, proto, &frame, now)
+            }
             Err(e) => {
                 st.borrow_mut().receivers[idx].closed = Some(e.to_string());
                 return;
             }
         };
-        let mut s = st.borrow_mut();
-        let now = s.now_ns();
-        match frame.opcode {
-            OpCode::Text | OpCode::Binary => {}
-            OpCode::Close => {
-                s.receivers[idx].closed = Some(ws::close_reason(&frame.payload));
-                return;
+        match next {
+            Next::Read => {}
+            Next::Stop => return,
+            Next::Pong => {
+                if let Err(e) = c.write_frame(socketio::pong_frame()).await {
+                    st.borrow_mut().receivers[idx].closed = Some(format!("pong: {e}"));
+                    return;
+                }
             }
-            _ => continue,
-        }
-        let Ok(msg) = serde_json::from_slice::<ServerMsg>(&frame.payload) else {
-            s.bad_data += 1;
-            continue;
-        };
-        if msg.op != "message" {
-            *s.other_ops.entry(msg.op.to_string()).or_default() += 1;
-            continue;
-        }
-        if msg.room != Some(&*room) {
-            s.wrong_room += 1;
-            continue;
-        }
-        let Some(stamp) = msg
-            .data
-            .and_then(|d| serde_json::from_str::<Stamp>(d.get()).ok())
-        else {
-            s.bad_data += 1;
-            continue;
-        };
-        s.delivered_total += 1;
-        if s.receivers[idx].see(stamp.s) && s.in_window(stamp.t) {
-            s.delivered_window += 1;
-            s.latency
-                .saturating_record(now.saturating_sub(stamp.t).max(1));
         }
     }
 }
@@ -217,16 +278,19 @@ fn clock(base: Instant, sch: Schedule, tx: mpsc::UnboundedSender<std::ops::Range
 type Writer = fastwebsockets::WebSocketWrite<tokio::net::tcp::OwnedWriteHalf>;
 
 /// Reads a publisher's acks (and errors) until its connection ends. Pongs owed to
-/// server pings go to the dispatcher, which owns the write halves.
+/// server pings (WebSocket pings; Socket.IO: Engine.IO pings) go to the dispatcher,
+/// which owns the write halves.
 async fn publisher_reader(
     mut rd: fastwebsockets::WebSocketRead<tokio::net::tcp::OwnedReadHalf>,
     r: usize,
-    pongs: mpsc::UnboundedSender<(usize, Vec<u8>)>,
+    pongs: mpsc::UnboundedSender<(usize, Frame<'static>)>,
     st: Shared,
+    proto: Protocol,
 ) {
+    let pongs2 = pongs.clone();
     let mut obligated = |f: Frame<'_>| {
         if f.opcode == OpCode::Pong {
-            let _ = pongs.send((r, f.payload.to_vec()));
+            let _ = pongs2.send((r, Frame::pong(Payload::Owned(f.payload.to_vec()))));
         }
         std::future::ready(Ok::<(), std::io::Error>(()))
     };
@@ -247,6 +311,38 @@ async fn publisher_reader(
             return;
         }
         if frame.opcode != OpCode::Text {
+            continue;
+        }
+        if proto == Protocol::Socketio {
+            match socketio::parse(&frame.payload) {
+                Packet::Ack { ok: Some(true), .. } => s.acks += 1,
+                Packet::Ack { .. } => {
+                    s.publish_errors += 1;
+                    if s.first_error.is_none() {
+                        s.first_error = Some(String::from_utf8_lossy(&frame.payload).into());
+                    }
+                }
+                Packet::Ping => {
+                    let _ = pongs.send((r, socketio::pong_frame()));
+                }
+                Packet::Closed(why) => {
+                    s.publishers_closed.push(format!("room {r}: {why}"));
+                    return;
+                }
+                Packet::Message(_) => {
+                    *s.other_ops.entry("publisher:message".into()).or_default() += 1
+                }
+                Packet::Event(name) => {
+                    *s.other_ops.entry(format!("publisher:{name}")).or_default() += 1
+                }
+                Packet::Open(_) | Packet::Connected => {
+                    *s.other_ops.entry("publisher:open".into()).or_default() += 1
+                }
+                Packet::Other(what) => {
+                    *s.other_ops.entry(format!("publisher:{what}")).or_default() += 1
+                }
+                Packet::Bad => s.bad_data += 1,
+            }
             continue;
         }
         match serde_json::from_slice::<ServerMsg>(&frame.payload) {
@@ -270,21 +366,23 @@ async fn publisher_reader(
 /// Writes every scheduled publish to its room's publisher, as the clock releases them.
 /// Keeps the write halves open after the schedule ends (closing them would close the
 /// connections while the drain is still reading).
+#[allow(clippy::too_many_arguments)]
 async fn dispatch(
     mut writers: Vec<Writer>,
     rooms: Vec<Rc<str>>,
     sch: Schedule,
     payload_bytes: usize,
     mut due: mpsc::UnboundedReceiver<std::ops::Range<u64>>,
-    mut pongs: mpsc::UnboundedReceiver<(usize, Vec<u8>)>,
+    mut pongs: mpsc::UnboundedReceiver<(usize, Frame<'static>)>,
     st: Shared,
+    proto: Protocol,
 ) {
     let mut dead = vec![false; writers.len()];
     loop {
         tokio::select! {
             biased;
-            Some((r, p)) = pongs.recv() => {
-                if !dead[r] && writers[r].write_frame(Frame::pong(Payload::Owned(p))).await.is_err() {
+            Some((r, f)) = pongs.recv() => {
+                if !dead[r] && writers[r].write_frame(f).await.is_err() {
                     dead[r] = true;
                 }
             }
@@ -297,7 +395,10 @@ async fn dispatch(
                     let (seq, t) = (k / sch.rooms, sch.at(k));
                     let data = data_json(seq, t, payload_bytes);
                     let room = &rooms[r];
-                    let text = format!(r#"{{"op":"publish","room":"{room}","data":{data},"id":{seq}}}"#);
+                    let text = match proto {
+                        Protocol::Roomcast => format!(r#"{{"op":"publish","room":"{room}","data":{data},"id":{seq}}}"#),
+                        Protocol::Socketio => socketio::publish_text(room, &data, seq),
+                    };
                     let res = writers[r].write_frame(Frame::text(Payload::Owned(text.into_bytes()))).await;
                     let mut s = st.borrow_mut();
                     if let Err(e) = res {
@@ -360,7 +461,8 @@ pub async fn run(a: FanoutArgs) -> Result<Value> {
         a.rooms
     );
     let t0 = Instant::now();
-    let receivers = connect_all(specs, c.concurrency).await?;
+    let proto = c.protocol;
+    let receivers = connect_all(specs, c.concurrency, proto).await?;
     let pub_specs = (0..a.rooms)
         .map(|i| {
             (
@@ -371,7 +473,7 @@ pub async fn run(a: FanoutArgs) -> Result<Value> {
             )
         })
         .collect();
-    let publishers = connect_all(pub_specs, c.concurrency).await?;
+    let publishers = connect_all(pub_specs, c.concurrency, proto).await?;
     let setup_s = t0.elapsed().as_secs_f64();
     // Let the `joined` notices of the setup drain before the clock starts.
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -405,7 +507,7 @@ pub async fn run(a: FanoutArgs) -> Result<Value> {
         publishers_closed: Vec::new(),
     }));
     for (g, r) in receivers.into_iter().enumerate() {
-        tokio::task::spawn_local(receive(r, g, room_name(g / a.members), st.clone()));
+        tokio::task::spawn_local(receive(r, g, room_name(g / a.members), st.clone(), proto));
     }
     let tend = tokio::time::Instant::from_std(end);
     let sch = Schedule {
@@ -419,7 +521,7 @@ pub async fn run(a: FanoutArgs) -> Result<Value> {
     for (i, p) in publishers.into_iter().enumerate() {
         let (rd, wr) = p.split(|s| s.into_split());
         writers.push(wr);
-        tokio::task::spawn_local(publisher_reader(rd, i, pong_tx.clone(), st.clone()));
+        tokio::task::spawn_local(publisher_reader(rd, i, pong_tx.clone(), st.clone(), proto));
     }
     let (due_tx, due_rx) = mpsc::unbounded_channel();
     tokio::task::spawn_local(dispatch(
@@ -430,6 +532,7 @@ pub async fn run(a: FanoutArgs) -> Result<Value> {
         due_rx,
         pong_rx,
         st.clone(),
+        proto,
     ));
     let clock_thread = std::thread::spawn(move || clock(base, sch, due_tx));
 
@@ -526,6 +629,7 @@ pub async fn run(a: FanoutArgs) -> Result<Value> {
     );
     Ok(json!({
         "mode": "fanout",
+        "protocol": proto.name(),
         "label": c.label,
         "edges": c.edges.iter().map(|x| x.to_string()).collect::<Vec<_>>(),
         "rooms": a.rooms,

@@ -13,8 +13,8 @@ use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 
 use crate::procfs;
-use crate::ws;
-use crate::IdleArgs;
+use crate::socketio;
+use crate::{IdleArgs, Protocol};
 
 fn rss_all(watch: &[procfs::Watch]) -> BTreeMap<String, Option<u64>> {
     let mut m: BTreeMap<String, Option<u64>> = watch
@@ -29,6 +29,7 @@ pub async fn run(a: IdleArgs) -> Result<Value> {
     let c = &a.common;
     let hz = procfs::clk_tck();
     let e = c.edges.len();
+    let proto = c.protocol;
     let rss_before = rss_all(&c.watch);
     let slab_before = procfs::slab_kb();
     let load_start = procfs::loadavg();
@@ -44,18 +45,25 @@ pub async fn run(a: IdleArgs) -> Result<Value> {
         handles.push(tokio::task::spawn_local(async move {
             let permit = sem.acquire_owned().await?;
             let t = Instant::now();
-            let mut conn = ws::connect(edge, src, &user).await?;
-            ws::welcome(&mut conn).await?;
+            let mut conn = proto.open(edge, src, &user).await?;
             let took = t.elapsed();
             drop(permit);
             open.set(open.get() + 1);
-            // Hold: read (and answer pings) until the end of the run.
+            // Hold: read (and answer pings) until the end of the run. WebSocket pings
+            // are answered by fastwebsockets, Engine.IO pings (`2`) here.
             tokio::task::spawn_local(async move {
                 loop {
-                    match conn.read_frame().await {
+                    let ping = match conn.read_frame().await {
                         Ok(f) if f.opcode == OpCode::Close => break,
-                        Ok(_) => {}
+                        Ok(f) => {
+                            proto == Protocol::Socketio
+                                && f.opcode == OpCode::Text
+                                && matches!(socketio::parse(&f.payload), socketio::Packet::Ping)
+                        }
                         Err(_) => break,
+                    };
+                    if ping && conn.write_frame(socketio::pong_frame()).await.is_err() {
+                        break;
                     }
                 }
                 closed.set(closed.get() + 1);
@@ -126,6 +134,7 @@ pub async fn run(a: IdleArgs) -> Result<Value> {
     let q = |x: f64| handshake.value_at_quantile(x) as f64 / 1000.0;
     Ok(json!({
         "mode": "idle",
+        "protocol": proto.name(),
         "label": c.label,
         "edges": c.edges.iter().map(|x| x.to_string()).collect::<Vec<_>>(),
         "src_ips": c.src_ips,

@@ -8,6 +8,10 @@
 //! - `idle`: opens N connections over the edges and several source addresses, holds them,
 //!   and reports the connect rate and the RSS growth of the watched processes.
 //!
+//! `--protocol socketio` makes both speak Engine.IO v4 / Socket.IO v4 instead of
+//! roomcast's JSON protocol, against `benches/socketio/server.js` (the R2 reference):
+//! the same rooms, schedule, stamps and checks, only the framing differs.
+//!
 //! Both take `--watch NAME=PID` (repeatable) to read those processes' CPU time and RSS
 //! from /proc at the edges of the measured window, print a progress line on stderr every
 //! second and write a JSON result (`--out`). One tokio `current_thread` runtime: the
@@ -19,15 +23,17 @@
 mod fanout;
 mod idle;
 mod procfs;
+mod socketio;
 mod ws;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::procfs::Watch;
+use crate::ws::Ws;
 
 #[derive(Parser)]
 #[command(version, about = "End-to-end load generator for roomcast edges")]
@@ -44,12 +50,55 @@ enum Mode {
     Idle(IdleArgs),
 }
 
+/// The wire protocol the generator speaks.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, ValueEnum)]
+pub enum Protocol {
+    /// roomcast's JSON protocol on `ws://HOST:PORT/ws?user=NAME`.
+    Roomcast,
+    /// Engine.IO v4 / Socket.IO v4 on `ws://HOST:PORT/socket.io/?EIO=4&transport=websocket&user=NAME`
+    /// (`benches/socketio/server.js`).
+    Socketio,
+}
+
+impl Protocol {
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Roomcast => "roomcast",
+            Protocol::Socketio => "socketio",
+        }
+    }
+
+    /// Connects as `user` and waits until the server is ready for requests (roomcast:
+    /// `welcome`; Socket.IO: the Engine.IO open packet, then the namespace connect).
+    pub async fn open(self, addr: SocketAddr, src: Option<IpAddr>, user: &str) -> Result<Ws> {
+        match self {
+            Protocol::Roomcast => {
+                let mut c = ws::connect(addr, src, user).await?;
+                ws::welcome(&mut c).await.context("welcome")?;
+                Ok(c)
+            }
+            Protocol::Socketio => socketio::connect(addr, src, user).await,
+        }
+    }
+
+    /// Joins `room` with request id `id` and waits for the ack.
+    pub async fn join(self, c: &mut Ws, room: &str, id: u64) -> Result<()> {
+        match self {
+            Protocol::Roomcast => ws::join(c, room, id).await,
+            Protocol::Socketio => socketio::join(c, room, id).await,
+        }
+    }
+}
+
 /// Options shared by both modes.
 #[derive(Args, Clone)]
 pub struct Common {
     /// Edge addresses (HOST:PORT), comma-separated; connections go round-robin.
     #[arg(long, value_delimiter = ',', required = true)]
     pub edges: Vec<SocketAddr>,
+    /// Wire protocol: roomcast's edge, or Socket.IO v4 (the R2 reference server).
+    #[arg(long, value_enum, default_value_t = Protocol::Roomcast)]
+    pub protocol: Protocol,
     /// Process to read CPU time and RSS of, as NAME=PID (repeatable). Names starting
     /// with `edge` count as edges, `redis` as Redis, in the derived figures.
     #[arg(long, value_parser = procfs::parse_watch)]

@@ -42,6 +42,12 @@ pub struct Stamp {
 /// consumed exactly (peeked first), so a frame the edge sends right after the 101
 /// (`welcome`) stays in the socket for fastwebsockets.
 pub async fn connect(addr: SocketAddr, src: Option<IpAddr>, user: &str) -> Result<Ws> {
+    connect_to(addr, src, &format!("/ws?user={user}")).await
+}
+
+/// Connects to `ws://addr{target}` (`target`: path and query) and completes the upgrade,
+/// as [`connect`] does.
+pub async fn connect_to(addr: SocketAddr, src: Option<IpAddr>, target: &str) -> Result<Ws> {
     let sock = match addr {
         SocketAddr::V4(_) => TcpSocket::new_v4()?,
         SocketAddr::V6(_) => TcpSocket::new_v6()?,
@@ -56,7 +62,7 @@ pub async fn connect(addr: SocketAddr, src: Option<IpAddr>, user: &str) -> Resul
         .with_context(|| format!("connect {addr}"))?;
     stream.set_nodelay(true)?;
     let req = format!(
-        "GET /ws?user={user} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\n\
+        "GET {target} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\n\
          Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
          Sec-WebSocket-Version: 13\r\n\r\n"
     );
