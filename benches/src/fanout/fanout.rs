@@ -29,6 +29,8 @@ struct Receiver {
     dup: u64,
     ooo: u64,
     closed: Option<String>,
+    /// A slow consumer (`--slow-pct`): never reads; left out of the checks and figures.
+    slow: bool,
 }
 
 impl Receiver {
@@ -102,7 +104,7 @@ fn data_json(s: u64, t: u64, len: usize) -> String {
 /// Connects, waits for `welcome` (Socket.IO: the namespace connect) and joins, for
 /// every (edge, source, user, room) in `specs`, with at most `concurrency` handshakes in
 /// flight. Keeps the order.
-async fn connect_all(
+pub(crate) async fn connect_all(
     specs: Vec<(SocketAddr, Option<IpAddr>, String, String)>,
     concurrency: usize,
     proto: Protocol,
@@ -419,7 +421,13 @@ async fn dispatch(
     }
 }
 
-fn quantiles_us(h: &Histogram<u64>) -> Value {
+/// Whether receiver `g` is one of the `pct` % slow consumers (spread evenly: the
+/// receivers at which the running count floor(g × pct / 100) steps up).
+fn is_slow(g: usize, pct: f64) -> bool {
+    pct > 0.0 && ((g + 1) as f64 * pct / 100.0).floor() > (g as f64 * pct / 100.0).floor()
+}
+
+pub(crate) fn quantiles_us(h: &Histogram<u64>) -> Value {
     let q = |x: f64| h.value_at_quantile(x) as f64 / 1000.0;
     json!({
         "count": h.len(),
@@ -506,7 +514,19 @@ pub async fn run(a: FanoutArgs) -> Result<Value> {
         other_ops: BTreeMap::new(),
         publishers_closed: Vec::new(),
     }));
+    let slow_pct = a.slow_pct.clamp(0.0, 100.0);
     for (g, r) in receivers.into_iter().enumerate() {
+        if is_slow(g, slow_pct) {
+            // Stops reading right away: holds the socket open and never reads from it,
+            // so the server's send path backs up (its slow-consumer policy is what is
+            // measured); the other receivers' figures must not move.
+            st.borrow_mut().receivers[g].slow = true;
+            tokio::task::spawn_local(async move {
+                let _held = r;
+                std::future::pending::<()>().await
+            });
+            continue;
+        }
         tokio::task::spawn_local(receive(r, g, room_name(g / a.members), st.clone(), proto));
     }
     let tend = tokio::time::Instant::from_std(end);
@@ -584,12 +604,26 @@ pub async fn run(a: FanoutArgs) -> Result<Value> {
         bail!("the schedule's clock thread panicked");
     }
 
+    // After the drain: RSS of the watched processes (bounded memory with slow consumers)
+    // and the edges' absolute counters (fresh edges: counts for the whole run).
+    let rss_end: BTreeMap<String, Option<u64>> = c
+        .watch
+        .iter()
+        .map(|w| (w.name.clone(), procfs::rss_kb(&w.pid)))
+        .collect();
+    let snap_end = procfs::snapshot(&c.watch, &c.edges).await;
+
     let s = st.borrow();
     let mut expected = 0u64;
+    let mut slow_receivers = 0u64;
     let mut distinct = 0u64;
     let (mut dup, mut ooo, mut lossy_receivers) = (0u64, 0u64, 0u64);
     let mut closed = Vec::new();
     for r in &s.receivers {
+        if r.slow {
+            slow_receivers += 1;
+            continue;
+        }
         let want = s.sent[r.room];
         expected += want;
         distinct += r.distinct();
@@ -679,5 +713,9 @@ pub async fn run(a: FanoutArgs) -> Result<Value> {
         "loadavg_start": load_start,
         "loadavg_end": load_end,
         "edge_metrics_delta": procfs::metrics_delta(&snap_a, &snap_b),
+        "edge_metrics_end": snap_end.metrics,
+        "rss_kb_end": rss_end,
+        "slow_pct": slow_pct,
+        "slow_receivers": slow_receivers,
     }))
 }

@@ -7,6 +7,9 @@
 //!   and count loss, duplicates and reordering per (room, receiver).
 //! - `idle`: opens N connections over the edges and several source addresses, holds them,
 //!   and reports the connect rate and the RSS growth of the watched processes.
+//! - `churn`: a steady population of room members, replaced at a fixed rate (close =
+//!   leave, then connect + join); joins/leaves per second and CPU per join/leave.
+//! - `fanout --slow-pct P`: P % of the receivers never read (slow consumers).
 //!
 //! `--protocol socketio` makes both speak Engine.IO v4 / Socket.IO v4 instead of
 //! roomcast's JSON protocol, against `benches/socketio/server.js` (the R2 reference):
@@ -20,6 +23,7 @@
 // The `json!` results are large.
 #![recursion_limit = "256"]
 
+mod churn;
 mod fanout;
 mod idle;
 mod procfs;
@@ -48,6 +52,10 @@ enum Mode {
     Fanout(FanoutArgs),
     /// Idle connections: connect rate and memory per connection.
     Idle(IdleArgs),
+    /// Churn: a steady population where connections close (leaving their room) and are
+    /// replaced (connect + join) at a fixed rate; joins/leaves per second and CPU per
+    /// join/leave.
+    Churn(ChurnArgs),
 }
 
 /// The wire protocol the generator speaks.
@@ -160,6 +168,39 @@ pub struct FanoutArgs {
     /// Prefix of room and user names (use a fresh one per run against long-lived edges).
     #[arg(long, default_value = "fo")]
     pub prefix: String,
+    /// Percentage of receivers that never read (slow consumers), spread evenly over
+    /// the rooms; they are left out of the loss and latency figures. 0: none.
+    #[arg(long, default_value_t = 0.0)]
+    pub slow_pct: f64,
+}
+
+#[derive(Args)]
+pub struct ChurnArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Steady population: connections, each a member of one room.
+    #[arg(long, default_value_t = 2000)]
+    pub conns: usize,
+    /// Rooms the population is spread over (connection i joins room i mod rooms).
+    #[arg(long, default_value_t = 200)]
+    pub rooms: usize,
+    /// Churn cycles per second: each closes one connection (its rooms are left) and
+    /// opens a fresh one in its place that joins the same room.
+    #[arg(long, default_value_t = 100.0)]
+    pub rate: f64,
+    /// Measured seconds (after the warm-up).
+    #[arg(long, default_value_t = 10.0)]
+    pub seconds: f64,
+    /// Warm-up seconds of churn before the measured window.
+    #[arg(long, default_value_t = 2.0)]
+    pub warmup: f64,
+    /// Most cycles in flight at once; a cycle due while this many are still
+    /// connecting is skipped (and counted).
+    #[arg(long, default_value_t = 512)]
+    pub max_in_flight: usize,
+    /// Prefix of room and user names.
+    #[arg(long, default_value = "ch")]
+    pub prefix: String,
 }
 
 #[derive(Args)]
@@ -194,6 +235,10 @@ fn main() -> Result<()> {
         Mode::Idle(a) => {
             let out = a.common.out.clone();
             (local.block_on(&rt, idle::run(a))?, out)
+        }
+        Mode::Churn(a) => {
+            let out = a.common.out.clone();
+            (local.block_on(&rt, churn::run(a))?, out)
         }
     };
     let text = serde_json::to_string_pretty(&result)?;
