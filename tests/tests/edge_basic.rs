@@ -149,3 +149,37 @@ fn tagged_room_names_and_a_strict_upgrade_response() {
         assert_eq!(reply["code"], "bad_request", "{reply}");
     }
 }
+
+#[test]
+fn compression_is_never_negotiated_and_origins_match_exactly() {
+    let redis = Redis::start(&[]);
+    let edge = Edge::start(
+        &redis,
+        "og",
+        &["--allowed-origin", "https://app.example.com"],
+    );
+    let offer = (
+        "Sec-WebSocket-Extensions",
+        "permessage-deflate; client_max_window_bits",
+    );
+    let ok = edge.try_connect(
+        "/ws?user=ann",
+        &[offer, ("Origin", "https://app.example.com")],
+    );
+    let ws = ok.unwrap_open();
+    assert_eq!(ws.response_header("sec-websocket-extensions"), None);
+    for origin in [
+        "https://evil.com",
+        "null",
+        "https://APP.example.com",
+        "https://app.example.com:8443",
+        "http://app.example.com",
+        "https://app.example.com.evil.com",
+        "https://app.example.com/",
+    ] {
+        let (status, _) = edge
+            .try_connect("/ws?user=ann", &[("Origin", origin)])
+            .unwrap_refused();
+        assert_eq!(status, 403, "{origin}");
+    }
+}

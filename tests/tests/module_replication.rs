@@ -150,3 +150,37 @@ fn state_survives_an_aof_restart() {
         .cmd(&mut c, &["RC.PUBLISH", "lobby", "after"])
         .unwrap();
 }
+
+#[test]
+fn every_write_command_the_module_registers_is_covered_above() {
+    let redis = Redis::start(&[]);
+    let mut c = redis.conn();
+    let names: Vec<String> = redis::cmd("COMMAND")
+        .arg("LIST")
+        .arg("FILTERBY")
+        .arg("MODULE")
+        .arg("roomcast")
+        .query(&mut c)
+        .expect("COMMAND LIST");
+    assert!(names.len() >= 15, "{names:?}");
+    let covered: std::collections::HashSet<String> =
+        WRITES.iter().map(|step| step[0].to_lowercase()).collect();
+    let writes: Vec<&String> = names
+        .iter()
+        .filter(|name| {
+            let info: redis::Value = redis::cmd("COMMAND")
+                .arg("INFO")
+                .arg(*name)
+                .query(&mut c)
+                .unwrap();
+            format!("{info:?}").to_lowercase().contains("\"write\"")
+        })
+        .collect();
+    // lease, down, connect, disconnect, join, leave, publish, send, kick, throttle.
+    assert_eq!(writes.len(), 10, "{writes:?}");
+    let uncovered: Vec<_> = writes.iter().filter(|w| !covered.contains(**w)).collect();
+    assert!(
+        uncovered.is_empty(),
+        "write commands not covered by the replica test: {uncovered:?}"
+    );
+}
