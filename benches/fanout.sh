@@ -21,7 +21,7 @@
 # Env knobs: SCENARIOS ("100:1:100 20:10:100 2:100:100 100:1:200 20:10:200 2:100:200"),
 #            MEASURE (15), WARMUP (3), PAYLOAD (100), IDLE_CONNS (10000), IDLE_HOLD (5),
 #            RESULTS_DIR (target/fanout-results/<timestamp>), NO_BUILD (unset), PIN (1),
-#            EDGE_BIN (target/release/roomcast-edge),
+#            EDGE_BIN (target/release/roomcast-edge), MODULE_SO (target/release/libroomcast.so),
 #            MAX_BG_PCT (10).
 # Redis `INFO commandstats` is reset before each fan-out run and saved after it
 # (setup and warm-up included): usec_per_call of RC.PUBLISH and XREAD, and XREAD calls
@@ -55,8 +55,10 @@ fi
 for f in libroomcast.so roomcast-edge roomcast-fanout; do
     [ -e "$REL/$f" ] || { echo "fanout.sh: $REL/$f missing" >&2; exit 1; }
 done
-# EDGE_BIN: another roomcast-edge binary to measure (e.g. a build of an older commit).
+# EDGE_BIN / MODULE_SO: another roomcast-edge binary and libroomcast.so to measure
+# (e.g. a build of an older commit, for an A/B in one run).
 EDGE_BIN=${EDGE_BIN:-$REL/roomcast-edge}
+MODULE_SO=${MODULE_SO:-$REL/libroomcast.so}
 
 PORT=6379
 while [ "$PORT" = 6379 ]; do
@@ -86,7 +88,7 @@ trap 'exit 130' INT TERM
 
 echo "== redis-server on 127.0.0.1:$PORT (pinned: ${SERVER_PIN[*]:-no}; generator: ${CLIENT_PIN[*]:-no})" >&2
 "${SERVER_PIN[@]}" redis-server --port "$PORT" --bind 127.0.0.1 --save '' --appendonly no \
-    --dir "$WORK" --logfile "$WORK/redis.log" --loadmodule "$REL/libroomcast.so" &
+    --dir "$WORK" --logfile "$WORK/redis.log" --loadmodule "$MODULE_SO" &
 REDIS_PID=$!
 for _ in $(seq 50); do
     if redis-cli -h 127.0.0.1 -p "$PORT" ping 2>/dev/null | grep -q PONG; then break; fi

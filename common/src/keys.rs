@@ -8,7 +8,7 @@
 //! | key | type | contents |
 //! |---|---|---|
 //! | `{T}:nodes` | hash | node → lease expiry (absolute Unix ms) |
-//! | `{T}:inbox:N` | stream | entries routed to node `N` (see [`crate::entry`]) |
+//! | `{T}:inbox:N` | stream | entries routed to node `N` (see [`crate::entry`]); on a standalone server only partition 0's is used, for all partitions |
 //! | `{T}:rooms` | set | rooms of the partition with at least one member |
 //! | `{T}:room:R:conns` | hash | connection → `node:user` |
 //! | `{T}:room:R:users` | hash | user → number of its connections in the room |

@@ -108,7 +108,8 @@ fn generated_node_id() -> String {
 }
 
 /// Reads the dataset's partition count from `RC.INFO`, retrying until Redis answers.
-fn fetch_layout(client: &redis::Client) -> Partitioner {
+/// Also returns whether each node has one inbox for all partitions (`inbox shared`).
+fn fetch_layout(client: &redis::Client) -> (Partitioner, bool) {
     let mut delay = Duration::from_millis(200);
     loop {
         let attempt = client
@@ -124,8 +125,12 @@ fn fetch_layout(client: &redis::Client) -> Partitioner {
                     }
                     _ => None,
                 });
+                let shared_inbox = info.chunks(2).any(|pair| {
+                    matches!(pair, [redis::Value::SimpleString(name), redis::Value::SimpleString(v)]
+                        if name == "inbox" && v == "shared")
+                });
                 match partitions.map(Partitioner::new) {
-                    Some(Ok(layout)) => return layout,
+                    Some(Ok(layout)) => return (layout, shared_inbox),
                     _ => {
                         tracing::error!("RC.INFO did not report a usable partition count; retrying")
                     }
@@ -151,6 +156,8 @@ struct Backing {
     /// Partition layout (from `RC.INFO`; one partition under `--bench-floor`, where it
     /// only checks room names).
     layout: Partitioner,
+    /// One inbox per node for all partitions (standalone Redis), per `RC.INFO`.
+    shared_inbox: bool,
     /// What the start banner says about it.
     banner: String,
 }
@@ -161,6 +168,7 @@ fn backing(config: &Config) -> Result<Backing, String> {
             embedded: None,
             client: None,
             layout: Partitioner::new(1)?,
+            shared_inbox: true,
             banner: "bench-floor mode (benchmark reference only: rooms are local to each worker)"
                 .into(),
         });
@@ -178,11 +186,12 @@ fn backing(config: &Config) -> Result<Backing, String> {
         (None, None) => return Err("no Redis".into()),
     };
     let client = redis::Client::open(url.as_str()).map_err(|e| format!("bad --redis URL: {e}"))?;
-    let layout = fetch_layout(&client);
+    let (layout, shared_inbox) = fetch_layout(&client);
     Ok(Backing {
         embedded,
         client: Some(client),
         layout,
+        shared_inbox,
         banner: format!("redis {url}"),
     })
 }
@@ -193,6 +202,7 @@ fn run(config: Config) -> Result<(), String> {
         embedded,
         client,
         layout,
+        shared_inbox,
         banner,
     } = backing(&config)?;
     let base = config.node_id.clone().unwrap_or_else(generated_node_id);
@@ -212,6 +222,7 @@ fn run(config: Config) -> Result<(), String> {
             .map(|s| Verifier::new(s.as_bytes())),
         config: config.clone(),
         layout,
+        shared_inbox,
         redis: client,
         all_metrics: (0..workers)
             .map(|_| Arc::new(WorkerMetrics::new()))

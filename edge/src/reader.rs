@@ -1,5 +1,6 @@
-//! The inbox reader: one per worker, `XREAD BLOCK` over the node's inbox stream in
-//! every partition, fanning each entry out to local connections.
+//! The inbox reader: one per worker, `XREAD BLOCK` over the node's inbox — one stream on a
+//! standalone server, one per partition under Redis Cluster — fanning each entry out to
+//! local connections.
 //!
 //! Each entry is encoded into a frame once; the same bytes are queued to every local
 //! recipient. The reader has its own connection (a blocked read would stall commands
@@ -95,9 +96,14 @@ pub fn decode(fields: &[Value]) -> Entry<'_> {
 
 /// Runs until aborted.
 pub async fn run(worker: Rc<Worker>) {
-    let partitions = worker.shared.layout.count();
+    let layout = &worker.shared.layout;
+    let partitions = if worker.shared.shared_inbox {
+        1
+    } else {
+        layout.count()
+    };
     let keys: Vec<String> = (0..partitions)
-        .map(|p| PartitionKeys::new(worker.shared.layout.tag(p)).inbox(&worker.node))
+        .map(|p| PartitionKeys::new(layout.tag(p)).inbox(&worker.node))
         .collect();
     // The node's inboxes were emptied at start (RC.NODE.DOWN), so reading from the
     // beginning delivers exactly what was routed to this process.

@@ -28,6 +28,9 @@ pub struct Shared {
     pub config: Config,
     /// Partition layout of the dataset (from `RC.INFO`).
     pub layout: Partitioner,
+    /// Each node has one inbox stream for all partitions (partition 0's key), as the
+    /// module does on a standalone server; else one per partition (Redis Cluster).
+    pub shared_inbox: bool,
     /// Redis client (connection factory); `None` under `--bench-floor`.
     pub redis: Option<redis::Client>,
     /// Token verifier, when a secret is configured.

@@ -10,13 +10,32 @@
 use std::os::raw::c_int;
 
 use redis_module::raw::{self, KeyType, RedisModuleStreamID};
-use redis_module::{Context, RedisError, RedisString};
+use redis_module::{Context, ContextFlags, RedisError, RedisString};
 use roomcast_common::entry::{Kind, KIND};
+use roomcast_common::keys::PartitionKeys;
 
 use crate::args::{coded, err};
 use crate::config;
 use crate::ops::RawKey;
-use crate::state::ROUTED;
+use crate::state::{layout, ROUTED};
+
+/// Whether nodes have one inbox for all partitions (a standalone server) rather than one
+/// per partition (Redis Cluster, where a command may only touch its own slot). A blocked
+/// `XREAD` costs Redis roughly in proportion to the keys it waits on, so on a single
+/// server an edge waits on one key instead of one per partition.
+pub fn shared(ctx: &Context) -> bool {
+    !ctx.get_flags().contains(ContextFlags::CLUSTER)
+}
+
+/// The inbox stream `node` reads the entries of partition `keys` from: partition 0's
+/// inbox key when inboxes are [`shared`], else the partition's own.
+pub fn key_for(ctx: &Context, keys: &PartitionKeys, node: &str) -> Result<String, RedisError> {
+    if shared(ctx) {
+        Ok(layout()?.keys(0)?.inbox(node))
+    } else {
+        Ok(keys.inbox(node))
+    }
+}
 
 /// One inbox entry, encoded once as Redis strings and appended to any number of inboxes.
 pub struct Entry {

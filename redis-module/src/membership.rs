@@ -10,7 +10,7 @@ use roomcast_common::entry::Kind;
 use roomcast_common::keys::{pair, split_pair, PartitionKeys};
 
 use crate::args::err;
-use crate::inbox::Entry;
+use crate::inbox::{self, Entry};
 use crate::ops;
 
 /// Fails unless `node` holds a lease in the partition: connections of a node without a
@@ -49,7 +49,7 @@ fn tell_room(
     entry: &Entry,
 ) -> Result<(), RedisError> {
     for (node, _) in room_nodes(ctx, keys, room)? {
-        entry.append_to(ctx, &keys.inbox(&node))?;
+        entry.append_to(ctx, &inbox::key_for(ctx, keys, &node)?)?;
     }
     Ok(())
 }
@@ -259,9 +259,24 @@ pub fn remove_node(ctx: &Context, keys: &PartitionKeys, node: &str) -> Result<Re
         &[
             keys.node_rooms(node).as_bytes(),
             keys.node_users(node).as_bytes(),
-            keys.inbox(node).as_bytes(),
         ],
     )?;
     ops::write(ctx, "HDEL", &[keys.nodes().as_bytes(), node.as_bytes()])?;
+    // A shared inbox still serves the node's other partitions while it holds a lease in
+    // any of them.
+    let inbox_key = inbox::key_for(ctx, keys, node)?;
+    if !inbox::shared(ctx) || !holds_any_lease(ctx, node)? {
+        ops::write(ctx, "DEL", &[inbox_key.as_bytes()])?;
+    }
     Ok(removed)
+}
+
+/// Whether `node` holds a lease in any partition.
+fn holds_any_lease(ctx: &Context, node: &str) -> Result<bool, RedisError> {
+    for keys in &crate::state::layout()?.keys {
+        if ops::hget(ctx, &keys.nodes(), node)?.is_some() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }

@@ -17,7 +17,7 @@ use roomcast_common::gcra::{self, ceil_millis, Quota, TatStore};
 use roomcast_common::keys::PartitionKeys;
 
 use crate::args::{coded, err};
-use crate::inbox::Entry;
+use crate::inbox::{self, Entry};
 use crate::state::{layout, BANNED, LIMITED};
 use crate::{config, membership, ops};
 
@@ -220,7 +220,7 @@ fn kick_everywhere(
         (user_keys, nodes)
     };
     for node in nodes {
-        entry.append_to(ctx, &keys.inbox(&node))?;
+        entry.append_to(ctx, &inbox::key_for(ctx, keys, &node)?)?;
     }
     Ok(())
 }

@@ -51,9 +51,21 @@ impl InboxEntry {
     }
 }
 
-/// Every entry of node `node`'s inbox in the partition of `name`.
+/// The inbox stream of `node` on a standalone server, where each node has one inbox for
+/// all partitions: partition 0's `{tag}:inbox:<node>` (`RC.INFO` says `inbox shared`).
+pub fn inbox_key(node: &str) -> String {
+    let p = layout(16);
+    PartitionKeys::new(p.tag(0)).inbox(node)
+}
+
+/// Every entry of node `node`'s inbox that concerns `name` (a room or user, or any entry
+/// when `name` is empty). The name picks the entries, since one inbox serves every
+/// partition on a standalone server.
 pub fn inbox(conn: &mut Connection, name: &str, node: &str) -> Vec<InboxEntry> {
-    stream(conn, &keys_of(name).inbox(node))
+    stream(conn, &inbox_key(node))
+        .into_iter()
+        .filter(|e| name.is_empty() || e.get("room") == name || e.get("user") == name)
+        .collect()
 }
 
 /// Every entry of a stream.

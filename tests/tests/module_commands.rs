@@ -493,9 +493,14 @@ fn wrong_key_types_are_reported_not_crashed_on() {
     redis
         .cmd(&mut c, &["RC.JOIN", "lobby", "n1", "c1", "ann"])
         .unwrap();
-    redis.cmd(&mut c, &["DEL", &keys.inbox("n1")]).unwrap();
     redis
-        .cmd(&mut c, &["SET", &keys.inbox("n1"), "garbage"])
+        .cmd(&mut c, &["DEL", &roomcast_tests::roomcast::inbox_key("n1")])
+        .unwrap();
+    redis
+        .cmd(
+            &mut c,
+            &["SET", &roomcast_tests::roomcast::inbox_key("n1"), "garbage"],
+        )
         .unwrap();
     expect_err(&redis, &mut c, &["RC.PUBLISH", "lobby", "x"], "WRONGTYPE");
     assert_eq!(

@@ -65,7 +65,10 @@ fn an_expired_node_is_swept_with_leave_events() {
     assert_eq!(leaves[0].get("user"), "bob");
     // The dead node's keys are gone: lease, inbox, indexes.
     let keys = keys_of("lobby");
-    for key in [keys.inbox("n2"), keys.node_rooms("n2")] {
+    for key in [
+        roomcast_tests::roomcast::inbox_key("n2"),
+        keys.node_rooms("n2"),
+    ] {
         let exists: i64 = redis::cmd("EXISTS").arg(&key).query(&mut c).unwrap();
         assert_eq!(exists, 0, "{key}");
     }

@@ -221,7 +221,7 @@ fn a_blocked_inbox_reader_wakes_up_on_publish() {
     let mut c = redis.conn();
     lease(&redis, &mut c, &["lobby"], &["n1"]);
     join(&redis, &mut c, "lobby", "n1", "c1", "ann");
-    let key = keys_of("lobby").inbox("n1");
+    let key = roomcast_tests::roomcast::inbox_key("n1");
     let mut reader = redis.conn();
     let waiting = std::thread::spawn(move || {
         let reply: redis::Value = redis::cmd("XREAD")
@@ -261,11 +261,42 @@ fn inboxes_stay_bounded() {
     }
     let _: Vec<redis::Value> = pipe.query(&mut c).unwrap();
     let len: i64 = redis::cmd("XLEN")
-        .arg(keys_of("lobby").inbox("n1"))
+        .arg(roomcast_tests::roomcast::inbox_key("n1"))
         .query(&mut c)
         .unwrap();
     // Approximate trimming removes whole stream nodes (100 entries by default).
     assert!((50..=150).contains(&len), "inbox length {len}");
     let last = inbox(&mut c, "lobby", "n1").pop().unwrap();
     assert_eq!(last.get("data"), "1999", "the newest entries are kept");
+}
+
+#[test]
+fn a_standalone_server_gives_each_node_one_inbox_for_all_partitions() {
+    let redis = Redis::start(&[]);
+    let mut c = redis.conn();
+    let info = redis.cmd(&mut c, &["RC.INFO"]).unwrap();
+    let info = array(&info);
+    let at = info
+        .iter()
+        .position(|v| matches!(v, redis::Value::SimpleString(s) if s == "inbox"))
+        .expect("RC.INFO names the inbox layout");
+    assert_eq!(roomcast_tests::reply::text(&info[at + 1]), "shared");
+    // Two rooms in different partitions route into the same stream.
+    let layout = roomcast_tests::roomcast::layout(16);
+    let other = (0..100)
+        .map(|i| format!("room{i}"))
+        .find(|r| layout.partition_of(r.as_bytes()) != layout.partition_of(b"lobby"))
+        .unwrap();
+    lease(&redis, &mut c, &["lobby", &other], &["n1"]);
+    join(&redis, &mut c, "lobby", "n1", "c1", "ann");
+    join(&redis, &mut c, &other, "n1", "c2", "bob");
+    redis.cmd(&mut c, &["RC.PUBLISH", "lobby", "a"]).unwrap();
+    redis.cmd(&mut c, &["RC.PUBLISH", &other, "b"]).unwrap();
+    let all = inbox(&mut c, "", "n1");
+    let data: Vec<String> = all
+        .iter()
+        .filter(|e| e.get("kind") == "msg")
+        .map(|e| e.get("data"))
+        .collect();
+    assert_eq!(data, ["a", "b"]);
 }

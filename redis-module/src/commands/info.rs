@@ -66,7 +66,8 @@ fn int(n: u64) -> RedisValue {
 }
 
 /// `RC.INFO` → a flat `[name, value, …]` array: `partitions`, `tags` (the partition
-/// tags, index = partition), live gauges `nodes`, `connections`, `rooms`, then this
+/// tags, index = partition), `inbox` (`shared`: one inbox stream per node, partition 0's
+/// `{tag}:inbox:<node>`; `per-partition` under Redis Cluster), live gauges `nodes`, `connections`, `rooms`, then this
 /// server's counters `published`, `sent`, `routed`, `limited`, `banned`, `swept_nodes`.
 pub fn info(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     arity(&args, 1, 1)?;
@@ -84,6 +85,12 @@ pub fn info(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
                 .map(|t| RedisValue::BulkString(t.clone()))
                 .collect(),
         ),
+        RedisValue::SimpleStringStatic("inbox"),
+        RedisValue::SimpleStringStatic(if crate::inbox::shared(ctx) {
+            "shared"
+        } else {
+            "per-partition"
+        }),
         RedisValue::SimpleStringStatic("nodes"),
         int(census.nodes),
         RedisValue::SimpleStringStatic("connections"),

@@ -4,7 +4,7 @@ use redis_module::{Context, RedisResult, RedisString, RedisValue};
 use roomcast_common::entry::Kind;
 
 use crate::args::{self, arity, at, err};
-use crate::inbox::Entry;
+use crate::inbox::{self, Entry};
 use crate::membership;
 use crate::state::layout;
 
@@ -45,7 +45,7 @@ pub fn kick(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         &[user.name.as_bytes(), b"", reason.as_bytes()],
     )?;
     for node in &nodes {
-        entry.append_to(ctx, &keys.inbox(node))?;
+        entry.append_to(ctx, &inbox::key_for(ctx, keys, node)?)?;
     }
     Ok(RedisValue::Array(vec![
         RedisValue::Integer(conns.len() as i64),

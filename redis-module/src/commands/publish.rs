@@ -6,7 +6,7 @@ use roomcast_common::entry::Kind;
 use roomcast_common::keys::split_pair;
 
 use crate::args::{self, arity, at, err};
-use crate::inbox::Entry;
+use crate::inbox::{self, Entry};
 use crate::state::{layout, PUBLISHED, SENT};
 use crate::{config, history, membership, ops, sender};
 
@@ -80,7 +80,7 @@ pub fn publish(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
             *count
         };
         if recipients > 0 {
-            entry.append_to(ctx, &keys.inbox(node))?;
+            entry.append_to(ctx, &inbox::key_for(ctx, keys, node)?)?;
             connections += recipients;
             routed += 1;
         }
@@ -119,7 +119,7 @@ pub fn send(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         &[user.name.as_bytes(), from_name.as_bytes(), data],
     )?;
     for node in &nodes {
-        entry.append_to(ctx, &keys.inbox(node))?;
+        entry.append_to(ctx, &inbox::key_for(ctx, keys, node)?)?;
     }
     SENT.add(1);
     Ok(RedisValue::Array(vec![
