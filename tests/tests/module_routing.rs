@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use roomcast_tests::reply::{array, counts, int};
-use roomcast_tests::roomcast::{inbox, keys_of};
+use roomcast_tests::roomcast::inbox;
 use roomcast_tests::Redis;
 
 /// Leases `nodes` in the partitions of `names`.
