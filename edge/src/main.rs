@@ -11,6 +11,7 @@
 //!   `/healthz`, `/readyz`.
 //! - [`auth`]: HS256 tokens and room allow-lists.
 //! - [`session`]: one client connection: frames → operations → module commands.
+//! - [`wsread`]: reading client frames with a buffer that grows only as needed.
 //! - [`protocol`]: client message parsing and server message encoding.
 //! - [`frame`]: server frame encoding (once per message, shared by all recipients).
 //! - [`outbox`]: bounded per-connection send queue and its one-write-per-batch writer.
@@ -39,6 +40,7 @@ mod ratelimit;
 mod reader;
 mod session;
 mod worker;
+mod wsread;
 
 use std::hash::BuildHasher;
 use std::io::Write;

@@ -1,7 +1,7 @@
 //! One client connection: registration, the read loop (frames → operations → module
 //! commands), liveness, and cleanup.
 //!
-//! Frames are read with fastwebsockets (split read half; control frames handled here),
+//! Frames are read with [`FrameReader`] (a small, growable buffer; control frames handled here),
 //! while everything the server sends goes through the connection's [`Outbox`]: one
 //! writer, one write per batch. Whole-message size is counted across fragments (close
 //! 1009), unmasked client frames are refused (close 1002), and every client operation
@@ -13,7 +13,6 @@ use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use fastwebsockets::upgrade::UpgradeFut;
-use fastwebsockets::{after_handshake_split, Frame, OpCode, Role, WebSocketError};
 use redis::Value;
 use roomcast_common::names::check_name;
 use roomcast_common::offset::Offset;
@@ -29,6 +28,7 @@ use crate::outbox::{Outbox, Pushed};
 use crate::protocol::{self, ClientMessage, ErrorCode};
 use crate::ratelimit::Bucket;
 use crate::worker::Worker;
+use crate::wsread::{self, FrameReader, ReadError};
 
 /// Who the client is, as established at the handshake.
 pub struct Identity {
@@ -69,12 +69,7 @@ pub async fn run(worker: Rc<Worker>, upgrade: UpgradeFut, identity: Identity) {
     };
     let config = &worker.shared.config;
     let (read_half, write_half) = tokio::io::split(ws.into_inner());
-    let (mut reader, _unused) = after_handshake_split(read_half, tokio::io::sink(), Role::Server);
-    reader.set_auto_close(false);
-    reader.set_auto_pong(false);
-    // fastwebsockets refuses a single frame of this size or more; whole messages are
-    // counted below.
-    reader.set_max_message_size(config.max_message_bytes + 1);
+    let mut reader = FrameReader::new(read_half);
 
     let out = Rc::new(Outbox::new(config.send_queue_bytes));
     let writer = tokio::task::spawn_local({
@@ -258,15 +253,12 @@ impl Session {
     /// once a close is under way, keeps reading (and discarding) until the peer's close
     /// or EOF, so that the socket is not dropped with unread data — which would make the
     /// kernel send a reset and the peer lose our close frame and final replies.
-    async fn read_loop<S: tokio::io::AsyncRead + Unpin>(
-        &self,
-        reader: &mut fastwebsockets::WebSocketRead<S>,
-    ) {
+    async fn read_loop<S: tokio::io::AsyncRead + Unpin>(&self, reader: &mut FrameReader<S>) {
         self.read_frames(reader).await;
         if self.out.is_closing() {
-            let mut no_obligations = |_: Frame<'_>| async { Ok::<(), std::io::Error>(()) };
-            while let Ok(frame) = reader.read_frame(&mut no_obligations).await {
-                if frame.opcode == OpCode::Close {
+            let max = self.worker.shared.config.max_message_bytes;
+            while let Ok(frame) = reader.next(max).await {
+                if frame.opcode == wsread::OP_CLOSE {
                     break;
                 }
             }
@@ -274,16 +266,12 @@ impl Session {
     }
 
     /// The read loop proper: returns when the connection starts closing.
-    async fn read_frames<S: tokio::io::AsyncRead + Unpin>(
-        &self,
-        reader: &mut fastwebsockets::WebSocketRead<S>,
-    ) {
+    async fn read_frames<S: tokio::io::AsyncRead + Unpin>(&self, reader: &mut FrameReader<S>) {
         let max = self.worker.shared.config.max_message_bytes;
         // A fragmented message being assembled: (is_text, bytes so far).
         let mut partial: Option<(bool, Vec<u8>)> = None;
-        let mut no_obligations = |_: Frame<'_>| async { Ok::<(), std::io::Error>(()) };
         loop {
-            let mut frame = match reader.read_frame(&mut no_obligations).await {
+            let frame = match reader.next(max).await {
                 Ok(frame) => frame,
                 Err(e) => {
                     self.on_read_error(e);
@@ -291,37 +279,31 @@ impl Session {
                 }
             };
             self.last_seen.set(Instant::now());
-            let mut head = [0u8; 16];
-            frame.fmt_head(&mut head);
-            if head[1] & 0x80 == 0 {
-                self.out
-                    .close(close::PROTOCOL, "client frames must be masked");
-                return;
-            }
             match frame.opcode {
-                OpCode::Close => {
+                wsread::OP_CLOSE => {
                     self.answer_close(&frame.payload);
                     return;
                 }
-                OpCode::Ping => {
+                wsread::OP_PING => {
                     let pong = frame::encode(frame::OP_PONG, &frame.payload);
                     let _ = self.out.push(pong, self.worker.round.get());
                 }
-                OpCode::Pong => {}
-                OpCode::Text | OpCode::Binary => {
+                wsread::OP_PONG => {}
+                wsread::OP_TEXT | wsread::OP_BINARY => {
                     if partial.is_some() {
                         self.out
                             .close(close::PROTOCOL, "expected a continuation frame");
                         return;
                     }
-                    let text = frame.opcode == OpCode::Text;
+                    let text = frame.opcode == wsread::OP_TEXT;
                     if frame.fin {
                         self.on_message(text, &frame.payload).await;
                     } else {
-                        partial = Some((text, frame.payload.to_vec()));
+                        partial = Some((text, frame.payload));
                     }
                 }
-                OpCode::Continuation => {
+                _ => {
+                    // Continuation (the reader lets no other opcode through).
                     let Some((text, mut bytes)) = partial.take() else {
                         self.out
                             .close(close::PROTOCOL, "unexpected continuation frame");
@@ -349,14 +331,13 @@ impl Session {
         }
     }
 
-    fn on_read_error(&self, e: WebSocketError) {
-        let (code, reason) = match e {
-            WebSocketError::FrameTooLarge => (close::TOO_BIG, "message too big"),
-            WebSocketError::InvalidUTF8 => (close::INVALID_DATA, "text is not UTF-8"),
-            WebSocketError::UnexpectedEOF | WebSocketError::IoError(_) => return,
-            _ => (close::PROTOCOL, "protocol error"),
-        };
-        self.out.close(code, reason);
+    fn on_read_error(&self, e: ReadError) {
+        match e {
+            ReadError::Closed => {}
+            ReadError::TooBig => self.out.close(close::TOO_BIG, "message too big"),
+            ReadError::NotUtf8 => self.out.close(close::INVALID_DATA, "text is not UTF-8"),
+            ReadError::Protocol(reason) => self.out.close(close::PROTOCOL, reason),
+        }
     }
 
     /// Answers a close frame: echo a valid code, 1002 for an invalid one.
