@@ -193,6 +193,36 @@ pub fn user_conns(
         .collect())
 }
 
+/// The distinct nodes holding connections of `user`, sorted, and the number of its
+/// connections.
+pub fn user_nodes(
+    ctx: &Context,
+    keys: &PartitionKeys,
+    user: &str,
+) -> Result<(usize, Vec<String>), RedisError> {
+    let conns = user_conns(ctx, keys, user)?;
+    let count = conns.len();
+    let mut nodes: Vec<String> = conns.into_iter().map(|(_, node, _)| node).collect();
+    nodes.sort_unstable();
+    nodes.dedup();
+    Ok((count, nodes))
+}
+
+/// Writes `entry` into the inbox of every node holding a connection of `user`; returns
+/// `(connections, nodes)`.
+pub fn tell_user(
+    ctx: &Context,
+    keys: &PartitionKeys,
+    user: &str,
+    entry: &Entry,
+) -> Result<(usize, usize), RedisError> {
+    let (connections, nodes) = user_nodes(ctx, keys, user)?;
+    for node in &nodes {
+        entry.append_to(ctx, &inbox::key_for(ctx, keys, node)?)?;
+    }
+    Ok((connections, nodes.len()))
+}
+
 /// Removes connection `conn` (on `node`) from a user's presence. Returns false when
 /// it was not registered.
 pub fn disconnect(

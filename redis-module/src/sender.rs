@@ -211,13 +211,7 @@ fn kick_everywhere(
         (keys, nodes)
     } else {
         let user_keys = layout.keys(layout.partitioner.partition_of(user.as_bytes()))?;
-        let mut nodes: Vec<String> = membership::user_conns(ctx, user_keys, user)?
-            .into_iter()
-            .map(|(_, node, _)| node)
-            .collect();
-        nodes.sort();
-        nodes.dedup();
-        (user_keys, nodes)
+        (user_keys, membership::user_nodes(ctx, user_keys, user)?.1)
     };
     for node in nodes {
         entry.append_to(ctx, &inbox::key_for(ctx, keys, &node)?)?;

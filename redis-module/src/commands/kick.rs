@@ -4,7 +4,7 @@ use redis_module::{Context, RedisResult, RedisString, RedisValue};
 use roomcast_common::entry::Kind;
 
 use crate::args::{self, arity, at, err};
-use crate::inbox::{self, Entry};
+use crate::inbox::Entry;
 use crate::membership;
 use crate::state::layout;
 
@@ -35,20 +35,14 @@ pub fn kick(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         None => DEFAULT_REASON,
     };
     let keys = layout.keys(user.partition)?;
-    let conns = membership::user_conns(ctx, keys, user.name)?;
-    let mut nodes: Vec<&str> = conns.iter().map(|(_, node, _)| node.as_str()).collect();
-    nodes.sort_unstable();
-    nodes.dedup();
     let entry = Entry::new(
         ctx,
         Kind::Kick,
         &[user.name.as_bytes(), b"", reason.as_bytes()],
     )?;
-    for node in &nodes {
-        entry.append_to(ctx, &inbox::key_for(ctx, keys, node)?)?;
-    }
+    let (connections, nodes) = membership::tell_user(ctx, keys, user.name, &entry)?;
     Ok(RedisValue::Array(vec![
-        RedisValue::Integer(conns.len() as i64),
-        RedisValue::Integer(nodes.len() as i64),
+        RedisValue::Integer(connections as i64),
+        RedisValue::Integer(nodes as i64),
     ]))
 }

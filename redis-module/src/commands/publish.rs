@@ -108,22 +108,16 @@ pub fn send(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     }
 
     let keys = layout.keys(user.partition)?;
-    let conns = membership::user_conns(ctx, keys, user.name)?;
-    let mut nodes: Vec<&str> = conns.iter().map(|(_, node, _)| node.as_str()).collect();
-    nodes.sort_unstable();
-    nodes.dedup();
     let from_name = from.map_or("", |f| f.name);
     let entry = Entry::new(
         ctx,
         Kind::Direct,
         &[user.name.as_bytes(), from_name.as_bytes(), data],
     )?;
-    for node in &nodes {
-        entry.append_to(ctx, &inbox::key_for(ctx, keys, node)?)?;
-    }
+    let (connections, nodes) = membership::tell_user(ctx, keys, user.name, &entry)?;
     SENT.add(1);
     Ok(RedisValue::Array(vec![
-        RedisValue::Integer(conns.len() as i64),
-        RedisValue::Integer(nodes.len() as i64),
+        RedisValue::Integer(connections as i64),
+        RedisValue::Integer(nodes as i64),
     ]))
 }
