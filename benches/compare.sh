@@ -3,7 +3,7 @@
 # one run, interleaved, reported as ratios (shared/BENCHMARKING.md §1–§8).
 #
 #   bash benches/compare.sh            # QUICK=1 (default): ≤ 5 min, 1 pair
-#   FULL=1 bash benches/compare.sh     # the full version (~45–55 min, 5 pairs)
+#   FULL=1 bash benches/compare.sh     # the full version (~60 min, 5 pairs)
 #
 # Systems, each started on fresh processes for every trial and stopped after it:
 #   RC  roomcast: redis-server + the module, 2 edges × 1 worker (idle: IDLE_EDGES edges).

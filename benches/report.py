@@ -565,6 +565,18 @@ def goals_table(trials, fan_scen):
         if v:
             parts.append(f"M={s.split('-m')[1]}: {cell(v, '{:.1f}')} µs")
             ok.append(max(v) <= 3)
+    # The same figure under load (80 % of RC's knee), where wake-ups and syscalls are
+    # shared by many messages: what the goal's per-message budget is about.
+    hot = sorted((t for t in trials if t["scenario"].startswith("lat-m") and t["scenario"].endswith("-80")
+                  and t["system"] == "RC" and t["data"]), key=lambda t: t["data"]["members"])
+    hot_parts = []
+    for t in hot:
+        v = fanout_metrics(t["data"])["redis_us_per_msg_node"]
+        if v is not None:
+            hot_parts.append(f"M={t['data']['members']}: {v:.1f} µs")
+            ok.append(v <= 3)
+    if hot_parts:
+        parts = [f"at the fixed load: {'; '.join(parts) or '—'}", f"at 80 % of the knee: {'; '.join(hot_parts)}"]
     G.append(f"| Redis CPU ≤ 3 µs per (message × edge node) | {'; '.join(parts) or '—'} | "
              f"{status(ok, 'met', 'not met')} |")
     # 5. ≤ 4 KB user-space per idle connection.
