@@ -1,37 +1,47 @@
 #!/usr/bin/env bash
-# Side-by-side benchmark: roomcast (RC) against its floor (R0) and Socket.IO (R2), in
-# one run, interleaved, reported as ratios (shared/BENCHMARKING.md §1–§8).
+# Side-by-side benchmark: roomcast (RC) against its floor (R0), Socket.IO with the redis
+# adapter (R2) and with the streams adapter (R2S), and the Redis ceiling, in one run,
+# interleaved, reported as ratios (shared/BENCHMARKING.md §1–§8).
 #
-#   bash benches/compare.sh            # QUICK=1 (default): ≤ 5 min, 1 pair
-#   FULL=1 bash benches/compare.sh     # the full version (~60 min, 5 pairs)
+#   bash benches/compare.sh            # QUICK=1 (default): ~5 min, 1 pair
+#   FULL=1 bash benches/compare.sh     # the full version (~70 min, 5 pairs)
 #
 # Systems, each started on fresh processes for every trial and stopped after it:
-#   RC  roomcast: redis-server + the module, 2 edges × 1 worker (idle: IDLE_EDGES edges).
-#   R0  the floor: ONE `roomcast-edge --bench-floor --workers 1` (no Redis; rooms are
-#       local to a worker, so every member of every room sits on that one edge).
-#   R2  Socket.IO 4.8 + @socket.io/redis-adapter (sharded, dynamic): plain redis-server
-#       + 2 `node server.js --adapter redis` (idle: IDLE_EDGES node processes).
-# The system under test is pinned to CPU 0 and the generator (`roomcast-fanout`) to
-# CPU 1. CPU time comes from /proc (utime+stime per process, the generator's
-# `--watch`); every trial records loadavg and the box's background CPU (busy minus
-# every watched process); a trial over MAX_BG_PCT is retried once and, if still noisy,
-# kept but marked (report.py leaves noisy trials out of the ratios).
+#   RC   roomcast: redis-server + the module, 2 edges × 1 worker (idle: IDLE_EDGES edges).
+#   R0   the floor: ONE `roomcast-edge --bench-floor --workers 1` (no Redis; rooms are
+#        local to a worker, so every member of every room sits on that one edge).
+#   R2   Socket.IO 4.8 + @socket.io/redis-adapter (sharded, dynamic): plain redis-server
+#        + 2 `node server.js --adapter redis` (idle: IDLE_EDGES node processes).
+#   R2S  Socket.IO 4.8 + @socket.io/redis-streams-adapter: plain redis-server + 2
+#        `node server.js --adapter streams` (fan-out only, in its own pairs against RC).
+#   redis  the Redis ceiling: a plain redis-server driven by `redis-benchmark -P 16`.
+# The system under test is pinned to CPU 0 and the generator (`roomcast-fanout`, or
+# redis-benchmark and its subscribers) to CPU 1. CPU time comes from /proc (utime+stime
+# per process, the generator's `--watch`; INFO cpu for the ceiling); every trial records
+# loadavg and the box's background CPU (busy minus every watched process); a trial over
+# MAX_BG_PCT is retried once and, if still noisy, kept but marked (report.py leaves noisy
+# trials out of the ratios).
 #
 # Order: per scenario and pair, RC R2 R0 R0 R2 RC (ABCCBA: both RC/R2 and RC/R0 are
-# ABBA-balanced around the middle of the pair). A pair gives one ratio per metric:
-# mean(RC trials) / mean(reference trials).
+# ABBA-balanced around the middle of the pair); R2S in its own pairs, RC R2S R2S RC. A
+# pair gives one ratio per metric: mean(RC trials) / mean(reference trials).
 #
-# Scenarios:
-#   quick  fan-out 20 rooms × 10 and 2 rooms × 100 at QUICK_LOAD deliveries/s (1 pair);
-#          idle 10k connections (1 trial per system); write syscalls per delivered
-#          message (strace -c on RC's edges, M = 10 and 100).
-#   full   fan-out M = 1/10/100/1000: efficiency at FULL_LOAD deliveries/s (PAIRS pairs);
-#          a knee sweep per system and M (offered loads doubling from SWEEP_START;
-#          knee = the last load with p99 ≤ 50 ms, no loss, ≥ 98 % delivered, generator
-#          < 85 % of its core) then latency at 10/50/80 % of each system's knee; idle
-#          10k/50k/100k over IDLE_EDGES server processes and ⌈N/19000⌉ generator
-#          processes; churn (connect/join/close at CHURN_RATE); slow consumers (1 % of
-#          members never read, normal vs slow, RC and R2); strace on RC, R0 and R2.
+# Scenarios (SCENARIOS picks groups; "all" = every group of the mode, in this order):
+#   quick  fanout: 20 rooms × 10 and 2 rooms × 100 at QUICK_LOAD deliveries/s (PAIRS = 1
+#          pair); streams: R2S against RC at the same shapes and load (streams-m10,
+#          streams-m100, PAIRS pairs); ceiling: redis-benchmark -P 16 for PING, PUBLISH
+#          with 0 and CEILING_SUBS subscribers, XADD MAXLEN ~ 10000 (CEILING_ROUNDS
+#          rounds); idle: 10k connections (1 trial per system); strace: write syscalls
+#          per delivered message (strace -c on RC's edges, M = 10 and 100).
+#   full   fanout: M = 1/10/100/1000, efficiency at FULL_LOAD deliveries/s (PAIRS pairs);
+#          streams: as in quick at FULL_LOAD (PAIRS pairs); ceiling: as in quick;
+#          sweep: a knee sweep per system and M (offered loads doubling from
+#          SWEEP_START; knee = the last load with p99 ≤ 50 ms, no loss, ≥ 98 % delivered,
+#          generator < 85 % of its core) then latency at 10/50/80 % of each system's
+#          knee; idle: 10k/50k/100k over IDLE_EDGES server processes and ⌈N/19000⌉
+#          generator processes; churn: connect/join/close at CHURN_RATE; slow: slow
+#          consumers (1 % of members never read, normal vs slow, RC and R2); strace: on
+#          RC, R0 and R2.
 #
 # Results: target/compare-results/<timestamp>/ (one JSON per trial and trials.jsonl,
 # the manifest), then `benches/report.py` writes the generated section of
@@ -40,9 +50,16 @@
 # Knobs: QUICK/FULL, PAIRS, WARMUP, MEASURE, QUICK_LOAD (10000), FULL_LOAD (10000),
 #        MAX_BG_PCT (10), LOAD_MAX (1.0) and WAIT_LOAD_S (60 quick, 300 full): wait for
 #        a 1-min loadavg under LOAD_MAX before measuring; NO_BUILD=1, REPORT=0,
-#        RESULTS_DIR, FULL_MEMBERS ("1 10 100 1000"), IDLE_SIZES, IDLE_EDGES (6),
-#        CHURN_CONNS (2000), CHURN_RATE (200), SLOW_PAYLOAD (16000: 800 KB/s per member, so a stalled one overflows its 1 MiB queue plus the kernel buffers within the window), STRACE_S (3),
-#        STRACE_LOAD (30000 deliveries/s offered while strace is attached).
+#        RESULTS_DIR, SCENARIOS ("all"; or a subset of: fanout streams ceiling sweep idle
+#        churn slow strace, e.g. SCENARIOS="streams ceiling" for a functional check),
+#        FULL_MEMBERS ("1 10 100 1000"), STREAMS_MEMBERS ("10 100"), IDLE_SIZES,
+#        IDLE_EDGES (6), CHURN_CONNS (2000), CHURN_RATE (200), SLOW_PAYLOAD (16000:
+#        800 KB/s per member, so a stalled one overflows its 1 MiB queue plus the kernel
+#        buffers within the window), STRACE_S (3), STRACE_LOAD (30000 deliveries/s
+#        offered while strace is attached), CEILING_N (requests per ceiling test:
+#        200000 quick, 1000000 full), CEILING_ROUNDS (1 quick, 3 full; rounds alternate
+#        the test order), CEILING_CLIENTS (50), CEILING_PIPELINE (16), CEILING_SUBS (2:
+#        `redis-cli subscribe` processes, one per edge node).
 set -euo pipefail
 
 if [ -n "${FULL:-}" ] && [ "${FULL}" != 0 ]; then MODE=full; else MODE=quick; fi
@@ -63,6 +80,8 @@ if [ "$MODE" = quick ]; then
     WAIT_LOAD_S=${WAIT_LOAD_S:-60}
     IDLE_SIZES=${IDLE_SIZES:-10000}
     IDLE_EDGES=${IDLE_EDGES:-2}
+    CEILING_N=${CEILING_N:-200000}
+    CEILING_ROUNDS=${CEILING_ROUNDS:-1}
 else
     PAIRS=${PAIRS:-5}
     WARMUP=${WARMUP:-2}
@@ -70,6 +89,8 @@ else
     WAIT_LOAD_S=${WAIT_LOAD_S:-300}
     IDLE_SIZES=${IDLE_SIZES:-"10000 50000 100000"}
     IDLE_EDGES=${IDLE_EDGES:-6}
+    CEILING_N=${CEILING_N:-1000000}
+    CEILING_ROUNDS=${CEILING_ROUNDS:-3}
 fi
 QUICK_LOAD=${QUICK_LOAD:-10000}
 FULL_LOAD=${FULL_LOAD:-10000}
@@ -88,11 +109,18 @@ SLOW_PAYLOAD=${SLOW_PAYLOAD:-16000}
 SLOW_MEASURE=${SLOW_MEASURE:-15}
 STRACE_S=${STRACE_S:-3}
 STRACE_LOAD=${STRACE_LOAD:-30000}
+STREAMS_MEMBERS=${STREAMS_MEMBERS:-"10 100"}
+CEILING_CLIENTS=${CEILING_CLIENTS:-50}
+CEILING_PIPELINE=${CEILING_PIPELINE:-16}
+CEILING_SUBS=${CEILING_SUBS:-2}
+SCENARIOS=${SCENARIOS:-all}
+# want GROUP: true when the scenario group runs in this invocation.
+want() { [ "$SCENARIOS" = all ] || [[ " $SCENARIOS " == *" $1 "* ]]; }
 T_START=$(date +%s)
 
 log() { printf '== [%4ds] %s\n' "$(($(date +%s) - T_START))" "$*" >&2; }
 
-for tool in redis-server redis-cli python3 node npm taskset curl; do
+for tool in redis-server redis-cli redis-benchmark python3 node npm taskset curl; do
     command -v "$tool" >/dev/null || { echo "compare.sh: $tool not found" >&2; exit 1; }
 done
 [ "$(nproc)" -ge 2 ] || { echo "compare.sh: needs 2 cores (SUT on CPU 0, generator on CPU 1)" >&2; exit 1; }
@@ -115,7 +143,7 @@ if [ "${REPORT:-1}" != 0 ] && ! "$VENV/bin/python" -c 'import matplotlib' 2>/dev
     "$VENV/bin/pip" install -q matplotlib >&2
 fi
 STRACE_OK=1
-if ! command -v strace >/dev/null; then
+if want strace && ! command -v strace >/dev/null; then
     log "strace missing: apt-get install -y strace"
     (apt-get install -y -q strace >/dev/null 2>&1 || sudo -n apt-get install -y -q strace >/dev/null 2>&1) || true
     command -v strace >/dev/null || STRACE_OK=0
@@ -188,7 +216,7 @@ start_system() {
     WATCH=() SERVER_PIDS=()
     case "$sys" in
         RC) start_redis --loadmodule "$REL/libroomcast.so" ;;
-        R2) start_redis ;;
+        R2 | R2S) start_redis ;;
         R0) ;;
     esac
     for i in $(seq 0 $((n - 1))); do
@@ -200,6 +228,8 @@ start_system() {
                     --conn-rate 0 --allow-anonymous --listen 127.0.0.1:0 --node-id "floor$i" --drain-ms 500 \
                     >"$WORK/s$i.out" 2>"$WORK/s$i.err" & ;;
             R2) "${SUT_PIN[@]}" node "$SIO_JS" --port 0 --redis "redis://127.0.0.1:$REDIS_PORT" --adapter redis \
+                    >"$WORK/s$i.out" 2>"$WORK/s$i.err" & ;;
+            R2S) "${SUT_PIN[@]}" node "$SIO_JS" --port 0 --redis "redis://127.0.0.1:$REDIS_PORT" --adapter streams \
                     >"$WORK/s$i.out" 2>"$WORK/s$i.err" & ;;
         esac
         pid=$!
@@ -217,7 +247,7 @@ start_system() {
     if [ "$sys" = RC ]; then sleep 0.7; fi # leases registered, inbox readers running
     return 0
 }
-protocol_of() { [ "$1" = R2 ] && echo socketio || echo roomcast; }
+protocol_of() { case "$1" in R2 | R2S) echo socketio ;; *) echo roomcast ;; esac; }
 servers_of() { [ "$1" = R0 ] && echo 1 || echo 2; }
 
 # Appends one line to the manifest.
@@ -273,14 +303,15 @@ fanout_trial() {
 }
 summary() { python3 "$ROOT/benches/report.py" --one "$1" 2>/dev/null || echo "(no result)"; }
 
-# ABCCBA pairs of fan-out trials: fanout_pairs SCEN NPAIRS ROOMS MEMBERS RATE [args]
+# Pairs of fan-out trials: fanout_pairs SCEN NPAIRS ROOMS MEMBERS RATE [args]; the
+# order within a pair is PAIR_ORDER (default ABCCBA: RC R2 R0 R0 R2 RC).
 fanout_pairs() {
     local scen=$1 np=$2 rooms=$3 members=$4 rate=$5
     shift 5
     local p pos sys
     for p in $(seq 1 "$np"); do
         pos=0
-        for sys in RC R2 R0 R0 R2 RC; do
+        for sys in ${PAIR_ORDER:-RC R2 R0 R0 R2 RC}; do
             pos=$((pos + 1))
             fanout_trial "$scen" "$sys" "$p" "$pos" "$rooms" "$members" "$rate" "$@"
         done
@@ -463,6 +494,120 @@ churn_trial() { # SYS PAIR POS
     done
 }
 
+# ---------------------------------------------------------------- Redis ceiling
+# ceiling_trial TEST ROUND POS SUBS CMD...: a fresh plain redis-server pinned like the SUT
+# (CPU 0), SUBS `redis-cli subscribe ch` processes and redis-benchmark on CPU 1
+# (-c CEILING_CLIENTS -P CEILING_PIPELINE -n CEILING_N, after a warm-up of N/10). Redis CPU
+# is INFO cpu used_cpu_user+used_cpu_sys before/after the measured run; background CPU
+# = box busy − Redis − subscribers − redis-benchmark − softirq, as for the other trials.
+ceiling_trial() {
+    local test=$1 round=$2 pos=$3 subs=$4
+    shift 4
+    local attempt f bg i spids=()
+    for attempt in 1 2; do
+        f="$OUT/ceiling-$test-r$round-a$attempt.json"
+        start_redis
+        GEN_PIDS=() spids=()
+        for i in $(seq 1 "$subs"); do
+            "${GEN_PIN[@]}" redis-cli -p "$REDIS_PORT" subscribe ch >/dev/null 2>&1 &
+            GEN_PIDS+=($!)
+            spids+=($!)
+        done
+        for _ in $(seq 100); do
+            [ "$(redis-cli -p "$REDIS_PORT" pubsub numsub ch | tail -1)" = "$subs" ] && break
+            sleep 0.05
+        done
+        python3 - "$REDIS_PORT" "$REDIS_PID" "$(IFS=,; echo "${spids[*]}")" "$CEILING_N" "$CEILING_CLIENTS" \
+            "$CEILING_PIPELINE" "$test" "$subs" "$@" >"$f" 2>"$WORK/ceiling.err" <<'PY' || log "ceiling $test failed: $(tail -2 "$WORK/ceiling.err")"
+import json, os, resource, subprocess, sys, time
+port, redis_pid, spids, n, clients, pipeline, test, subs = sys.argv[1:9]
+cmd = sys.argv[9:]
+spids = [p for p in spids.split(",") if p]
+n, subs = int(n), int(subs)
+HZ = os.sysconf("SC_CLK_TCK")
+def cli(*a):
+    return subprocess.run(["redis-cli", "-p", port, *a], capture_output=True, text=True, check=True).stdout
+def info_cpu():
+    kv = dict(l.split(":", 1) for l in cli("info", "cpu").splitlines() if ":" in l)
+    return float(kv["used_cpu_user"]) + float(kv["used_cpu_sys"])
+def ticks(p):
+    try:
+        s = open(f"/proc/{p}/stat").read(); f = s[s.rfind(")") + 2:].split()
+        return int(f[11]) + int(f[12])
+    except OSError:
+        return 0
+def box():
+    v = [int(x) for x in open("/proc/stat").readline().split()[1:9]]
+    return {"busy": v[0] + v[1] + v[2] + v[5] + v[6] + v[7], "softirq": v[6], "steal": v[7], "total": sum(v)}
+def bench(k):
+    return subprocess.run(["taskset", "-c", "1", "redis-benchmark", "-h", "127.0.0.1", "-p", port,
+                           "-c", clients, "-n", str(k), "-P", pipeline, "--csv", *cmd],
+                          capture_output=True, text=True, check=True).stdout
+bench(max(1000, n // 10))  # warm-up: connections, allocator, the stream up to its MAXLEN
+load0 = open("/proc/loadavg").read().split()[:3]
+c0, b0, r0 = info_cpu(), box(), ticks(redis_pid)
+s0 = sum(ticks(p) for p in spids)
+u0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+t0 = time.monotonic()
+out = bench(n)
+wall = time.monotonic() - t0
+u1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+c1, b1, r1 = info_cpu(), box(), ticks(redis_pid)
+s1 = sum(ticks(p) for p in spids)
+rows = [l.split('","') for l in out.strip().splitlines() if l.startswith('"') and not l.startswith('"test"')]
+rps = float(rows[-1][1].strip('"')) if rows else None
+bench_cpu = (u1.ru_utime + u1.ru_stime) - (u0.ru_utime + u0.ru_stime)  # redis-benchmark (+ the INFO call)
+watched = (r1 - r0) + (s1 - s0) + bench_cpu * HZ
+tot = max(1, b1["total"] - b0["total"])
+busy = b1["busy"] - b0["busy"]
+numsub = cli("pubsub", "numsub", "ch").split()
+shown = [a if len(a) <= 20 else f"<{len(a)}-byte payload>" for a in cmd]
+print(json.dumps({
+    "mode": "ceiling", "test": test, "command": " ".join(shown), "requests": n,
+    "clients": int(clients), "pipeline": int(pipeline), "subscribers": subs,
+    "subscribers_after": int(numsub[-1]) if numsub else None,
+    "ops_per_s": rps, "wall_s": wall, "wall_ops_per_s": n / wall,
+    "redis_cpu_s": c1 - c0, "redis_cpu_us_per_op": (c1 - c0) * 1e6 / n,
+    "redis_cpu_s_proc": (r1 - r0) / HZ, "redis_core_pct": 100 * (c1 - c0) / wall,
+    "subscribers_cpu_s": (s1 - s0) / HZ, "bench_cpu_s": bench_cpu,
+    "box": {"busy_pct": 100 * busy / tot, "background_pct": 100 * max(0.0, busy - watched) / tot,
+            "steal_pct": 100 * (b1["steal"] - b0["steal"]) / tot,
+            "softirq_pct": 100 * (b1["softirq"] - b0["softirq"]) / tot},
+    "loadavg_start": load0, "loadavg_end": open("/proc/loadavg").read().split()[:3],
+}))
+PY
+        for i in "${GEN_PIDS[@]}"; do kill -TERM "$i" 2>/dev/null || true; done
+        for i in "${GEN_PIDS[@]}"; do wait "$i" 2>/dev/null || true; done
+        GEN_PIDS=()
+        stop_system
+        manifest ceiling "ceiling-$test" redis "$round" "$pos" "$attempt" "$f" \
+            "{\"test\":\"$test\",\"subscribers\":$subs}"
+        bg=$(python3 -c 'import json,sys; b=json.load(open(sys.argv[1]))["box"]; print(int(round(max(0, b["background_pct"] - b["softirq_pct"]))))' "$f" 2>/dev/null || echo 999)
+        log "ceiling $test round $round: $(summary "$f") background ${bg}%"
+        [ "$bg" -le "$MAX_BG_PCT" ] && break
+        log "  noisy (background ${bg}% > ${MAX_BG_PCT}%), attempt $attempt"
+    done
+}
+# The four ceiling tests per round, in alternating order (forward, then backward).
+ceiling_rounds() {
+    local r pos t tests payload
+    payload=$(head -c "$PAYLOAD" /dev/zero | tr '\0' x)
+    for r in $(seq 1 "$CEILING_ROUNDS"); do
+        tests="ping publish0 publishN xadd"
+        [ $((r % 2)) = 0 ] && tests="xadd publishN publish0 ping"
+        pos=0
+        for t in $tests; do
+            pos=$((pos + 1))
+            case "$t" in
+                ping) ceiling_trial ping "$r" "$pos" 0 PING ;;
+                publish0) ceiling_trial publish0 "$r" "$pos" 0 PUBLISH ch "$payload" ;;
+                publishN) ceiling_trial publishN "$r" "$pos" "$CEILING_SUBS" PUBLISH ch "$payload" ;;
+                xadd) ceiling_trial xadd "$r" "$pos" 0 XADD s MAXLEN '~' 10000 '*' f "$payload" ;;
+            esac
+        done
+    done
+}
+
 # ---------------------------------------------------------------- run
 load1() { cut -d' ' -f1 /proc/loadavg; }
 waited=0
@@ -480,32 +625,57 @@ json.dump({"mode": sys.argv[1], "date": "$(date -u +%Y-%m-%dT%H:%M:%SZ)", "nproc
            "node": subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip(),
            "kernel": platform.release(), "pairs": $PAIRS, "warmup": $WARMUP, "measure": $MEASURE,
            "max_bg_pct": $MAX_BG_PCT, "payload": $PAYLOAD, "quick_load": $QUICK_LOAD, "full_load": $FULL_LOAD,
+           "scenarios": "$SCENARIOS", "streams_members": "$STREAMS_MEMBERS", "ceiling_n": $CEILING_N,
+           "ceiling_rounds": $CEILING_ROUNDS, "ceiling_clients": $CEILING_CLIENTS,
+           "ceiling_pipeline": $CEILING_PIPELINE, "ceiling_subs": $CEILING_SUBS,
            "git": subprocess.run(["git", "-C", "$ROOT", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()},
           open(sys.argv[2], "w"), indent=1)
 PY
 log "mode $MODE, results in $OUT (loadavg $(cut -d' ' -f1-3 /proc/loadavg))"
 
+# R2S (Socket.IO + streams adapter) against RC in its own ABBA pairs: RC R2S R2S RC.
+streams_pairs() { # LOAD (halved for M = 1, as for the fan-out scenarios)
+    local m rooms rate load
+    for m in $STREAMS_MEMBERS; do
+        load=$1
+        [ "$m" = 1 ] && load=$((load / 2))
+        read -r rooms rate < <(shape "$m" "$load")
+        PAIR_ORDER="RC R2S R2S RC" fanout_pairs "streams-m$m" "$PAIRS" "$rooms" "$m" "$rate"
+    done
+}
+
 if [ "$MODE" = quick ]; then
-    for m in 10 100; do
-        read -r rooms rate < <(shape "$m" "$QUICK_LOAD")
-        fanout_pairs "fanout-m$m" "$PAIRS" "$rooms" "$m" "$rate"
-    done
-    for n in $IDLE_SIZES; do
-        for sys in RC R2 R0; do idle_trial "$sys" "$n" "$([ "$sys" = R0 ] && echo 1 || echo "$IDLE_EDGES")"; done
-    done
-    if [ "$STRACE_OK" = 1 ]; then
+    if want fanout; then
+        for m in 10 100; do
+            read -r rooms rate < <(shape "$m" "$QUICK_LOAD")
+            fanout_pairs "fanout-m$m" "$PAIRS" "$rooms" "$m" "$rate"
+        done
+    fi
+    if want streams; then streams_pairs "$QUICK_LOAD"; fi
+    if want ceiling; then ceiling_rounds; fi
+    if want idle; then
+        for n in $IDLE_SIZES; do
+            for sys in RC R2 R0; do idle_trial "$sys" "$n" "$([ "$sys" = R0 ] && echo 1 || echo "$IDLE_EDGES")"; done
+        done
+    fi
+    if want strace && [ "$STRACE_OK" = 1 ]; then
         for m in 10 100; do strace_trial RC "$m" "$STRACE_LOAD"; done
     fi
 else
     # Fan-out efficiency at one offered load, ABCCBA pairs.
-    for m in $FULL_MEMBERS; do
-        load=$FULL_LOAD
-        [ "$m" = 1 ] && load=$((FULL_LOAD / 2))
-        read -r rooms rate < <(shape "$m" "$load")
-        fanout_pairs "fanout-m$m" "$PAIRS" "$rooms" "$m" "$rate"
-    done
+    if want fanout; then
+        for m in $FULL_MEMBERS; do
+            load=$FULL_LOAD
+            [ "$m" = 1 ] && load=$((FULL_LOAD / 2))
+            read -r rooms rate < <(shape "$m" "$load")
+            fanout_pairs "fanout-m$m" "$PAIRS" "$rooms" "$m" "$rate"
+        done
+    fi
+    if want streams; then streams_pairs "$FULL_LOAD"; fi
+    if want ceiling; then ceiling_rounds; fi
     # Knee sweep per system and M (single trials), then latency at 10/50/80 % of it.
     for m in $FULL_MEMBERS; do
+        want sweep || break
         for sys in RC R2 R0; do
             load=$SWEEP_START
             knee=0
@@ -538,25 +708,31 @@ print("good" if good and gen_ok else ("genbound" if good else "bad"))' "$f" 2>/d
         done
     done
     # Idle capacity.
-    for n in $IDLE_SIZES; do
-        for sys in RC R2 R0; do idle_trial "$sys" "$n" "$IDLE_EDGES"; done
-    done
+    if want idle; then
+        for n in $IDLE_SIZES; do
+            for sys in RC R2 R0; do idle_trial "$sys" "$n" "$IDLE_EDGES"; done
+        done
+    fi
     # Churn, ABCCBA.
-    for p in $(seq 1 "$CHURN_PAIRS"); do
-        pos=0
-        for sys in RC R2 R0 R0 R2 RC; do pos=$((pos + 1)); churn_trial "$sys" "$p" "$pos"; done
-    done
-    # Slow consumers: normal / slow / slow / normal per pair, RC and R2.
-    for p in $(seq 1 "$SLOW_PAIRS"); do
-        for sys in RC R2; do
+    if want churn; then
+        for p in $(seq 1 "$CHURN_PAIRS"); do
             pos=0
-            for v in 0 1 1 0; do
-                pos=$((pos + 1))
-                MEASURE=$SLOW_MEASURE PAYLOAD=$SLOW_PAYLOAD fanout_trial "slow$v" "$sys" "$p" "$pos" 2 100 50 --slow-pct "$v"
+            for sys in RC R2 R0 R0 R2 RC; do pos=$((pos + 1)); churn_trial "$sys" "$p" "$pos"; done
+        done
+    fi
+    # Slow consumers: normal / slow / slow / normal per pair, RC and R2.
+    if want slow; then
+        for p in $(seq 1 "$SLOW_PAIRS"); do
+            for sys in RC R2; do
+                pos=0
+                for v in 0 1 1 0; do
+                    pos=$((pos + 1))
+                    MEASURE=$SLOW_MEASURE PAYLOAD=$SLOW_PAYLOAD fanout_trial "slow$v" "$sys" "$p" "$pos" 2 100 50 --slow-pct "$v"
+                done
             done
         done
-    done
-    if [ "$STRACE_OK" = 1 ]; then
+    fi
+    if want strace && [ "$STRACE_OK" = 1 ]; then
         for sys in RC R0 R2; do for m in 10 100; do strace_trial "$sys" "$m" "$STRACE_LOAD"; done; done
     fi
 fi

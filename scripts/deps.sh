@@ -48,6 +48,9 @@ ensure_deps() {
     exit 1
   }
   command -v redis-server >/dev/null || need_package "redis-server" redis-server
+  # The clock tests (tests/tests/module_reliability.rs) build a small LD_PRELOAD shim
+  # (tests/src/clockshift.c) with cc; libfaketime cannot run Redis (jemalloc recursion).
+  command -v cc >/dev/null || need_package "a C compiler (cc)" gcc
   # bindgen (used by the redis-module crate) needs libclang.
   if ! ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 \
      && ! ls /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1 \

@@ -14,5 +14,22 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 echo "== tests =="
 cargo test --workspace --no-fail-fast
+echo "== fuzz targets still build (they compile edge sources in; run them with scripts/fuzz.sh) =="
+cargo check --manifest-path fuzz/Cargo.toml --bins
 echo "== JavaScript client tests (Node's test runner, real edges) =="
 (cd clients/js && node --experimental-websocket --test test/)
+echo "== Autobahn|Testsuite (RFC 6455 conformance of the edge in --echo mode) =="
+# CI runs AUTOBAHN_RUNS (default: both runs, echo and limits; see tests/autobahn/README.md).
+# Status 77 means Autobahn could not run (no CPython 2.7): say so loudly and go on.
+autobahn_status=0
+# shellcheck disable=SC2086  # AUTOBAHN_RUNS is a word list
+bash tests/autobahn/run.sh ${AUTOBAHN_RUNS:-all} || autobahn_status=$?
+if [ "$autobahn_status" -eq 77 ]; then
+    echo "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!"
+    echo "!!  WARNING: Autobahn|Testsuite DID NOT RUN (no CPython 2.7 here; see above)."
+    echo "!!  WebSocket conformance of the edge was NOT checked by this test run."
+    echo "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!"
+elif [ "$autobahn_status" -ne 0 ]; then
+    echo "Autobahn|Testsuite failed (status $autobahn_status)" >&2
+    exit "$autobahn_status"
+fi

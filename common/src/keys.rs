@@ -18,6 +18,9 @@
 //! | `{T}:user:U:conns` | hash | connection → `node` or `node meta-json` |
 //! | `{T}:node:N:rooms` | set | `conn:room` memberships held by node `N` (for sweeps) |
 //! | `{T}:node:N:users` | set | `conn:user` connections held by node `N` (for sweeps) |
+//! | `{T}:node:N:rooms:drain` | set | memberships of a removed node still to remove (removal runs in slices) |
+//! | `{T}:node:N:users:drain` | set | connections of a removed node still to remove |
+//! | `{T}:draining` | set | nodes whose removal from the partition is not finished |
 //! | `{T}:sender:U` | string | publish-policy state of sender `U` (rate, strikes, ban) |
 //! | `{T}:throttle:K` | string | `RC.THROTTLE` state of key `K` (theoretical arrival time) |
 
@@ -94,6 +97,21 @@ impl PartitionKeys {
     /// User connections held by a node.
     pub fn node_users(&self, node: &str) -> String {
         format!("{}:node:{node}:users", self.prefix)
+    }
+
+    /// Drain set of a removed node's memberships: `conn:room` pairs still to remove.
+    pub fn drain_rooms(&self, node: &str) -> String {
+        format!("{}:drain", self.node_rooms(node))
+    }
+
+    /// Drain set of a removed node's connections: `conn:user` pairs still to remove.
+    pub fn drain_users(&self, node: &str) -> String {
+        format!("{}:drain", self.node_users(node))
+    }
+
+    /// Nodes whose removal from the partition is not finished.
+    pub fn draining(&self) -> String {
+        format!("{}:draining", self.prefix)
     }
 
     /// Publish-policy state of a sender.

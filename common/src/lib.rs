@@ -9,12 +9,16 @@
 //! - [`partition`]: rooms and users → partitions, the partition hash tags, and the
 //!   parsing of plain (`room`) and partition-tagged (`{tag}room`) names.
 //! - [`names`]: what a valid room, user, node or connection name is.
+//! - [`command`]: the argument parsing of every module command (pure, so it is
+//!   property-tested and fuzzed without Redis).
 //! - [`keys`]: the Redis key layout of a partition (one place for every key name).
-//! - [`entry`]: field names and kinds of inbox stream entries (module writes, edge reads).
+//! - [`entry`]: inbox stream entries: field names, kinds, the layout the module writes
+//!   and the decoder the edge reads them with.
 //! - [`gcra`]: the generic cell rate algorithm behind `RC.THROTTLE` and the publish policy.
 //! - [`json`]: a small validating JSON scanner (connection metadata).
 //! - [`offset`]: room history offsets (`<epoch>:<seq>`).
 
+pub mod command;
 pub mod crc16;
 pub mod entry;
 pub mod gcra;

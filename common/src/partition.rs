@@ -96,6 +96,12 @@ impl Partitioner {
     /// Resolves a room / user / key name, plain or tagged, checking the tag.
     pub fn resolve<'a>(&self, raw: &'a [u8]) -> Result<Resolved<'a>, NameError> {
         let (tag, rest) = split_tag(raw)?;
+        if tag.is_some() && rest.starts_with(b"{") {
+            // `{tag}{tag2}room`: the plain part must not look tagged itself, or the name
+            // checked here (`{tag2}room`) and the room a later resolve finds (`room`)
+            // differ — an edge would authorize one room and the module join another.
+            return Err(NameError::BadCharacter);
+        }
         let name = check_name(rest)?;
         let partition = self.partition_of(rest);
         if let Some(tag) = tag {
@@ -191,6 +197,10 @@ mod tests {
         assert_eq!(p.resolve(b"{abc"), Err(NameError::UnclosedTag));
         assert!(p.resolve(b"{}lobby").is_err());
         assert_eq!(p.resolve(b"{0.0}"), Err(NameError::Empty));
+        // Tagged twice, each tag right for what follows it: still refused.
+        let inner = p.tagged("lobby");
+        let twice = format!("{{{}}}{inner}", p.tag(p.partition_of(inner.as_bytes())));
+        assert_eq!(p.resolve(twice.as_bytes()), Err(NameError::BadCharacter));
     }
 
     #[test]

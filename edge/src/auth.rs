@@ -239,7 +239,9 @@ fn parse_claims(claims: &Map<String, Value>, now_unix_s: u64) -> Result<Claims, 
         Some(Value::String(sub)) => sub,
         _ => return Err(AuthError::BadClaims("sub missing or not a string")),
     };
-    if roomcast_common::names::check_name(sub.as_bytes()).is_err() {
+    // A name starting with `{` is a partition-tagged name to the module (`{tag}bob` is
+    // bob): as a user id it would let one user pass as another.
+    if roomcast_common::names::check_name(sub.as_bytes()).is_err() || sub.starts_with('{') {
         return Err(AuthError::BadClaims("sub is not a valid name"));
     }
 
@@ -464,6 +466,7 @@ mod tests {
             json!("bell\u{7}"),
             json!(42),
             json!("x".repeat(257)),
+            json!("{6.43}bob"),
         ] {
             let t = token(json!({"sub": sub, "exp": NOW + 60}));
             assert!(matches!(verify(&t), Err(AuthError::BadClaims(_))), "{sub}");

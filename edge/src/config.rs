@@ -44,14 +44,26 @@ pub struct Config {
     #[arg(long, env = "ROOMCAST_DEMO")]
     pub demo: bool,
 
-    /// Allowed Origin header value (repeatable). Empty: any origin. Requests without an
-    /// Origin header (non-browser clients) are always accepted.
+    /// Allowed Origin header value (repeatable), compared byte for byte (no wildcard,
+    /// no suffix match). Empty: any origin. Requests without an Origin header
+    /// (non-browser clients) are accepted unless --require-origin is given.
     #[arg(
         long = "allowed-origin",
         env = "ROOMCAST_ALLOWED_ORIGINS",
         value_delimiter = ','
     )]
     pub allowed_origins: Vec<String>,
+
+    /// Refuse upgrade requests without an Origin header (403): for deployments whose
+    /// only clients are browsers, so a script cannot connect without one.
+    #[arg(long, env = "ROOMCAST_REQUIRE_ORIGIN")]
+    pub require_origin: bool,
+
+    /// Most WebSocket connections this process holds at once, all workers together;
+    /// upgrade requests past it get 503. 0 = derived from the open-file limit
+    /// (`RLIMIT_NOFILE` minus a reserve for Redis connections and accepts in flight).
+    #[arg(long, env = "ROOMCAST_MAX_CONNS", default_value_t = 0)]
+    pub max_conns: usize,
 
     /// Worker count: a number, or `auto` for one per core.
     #[arg(long, env = "ROOMCAST_WORKERS", default_value = "auto")]
@@ -60,6 +72,11 @@ pub struct Config {
     /// Largest client message in bytes, counted across fragments (bigger: close 1009).
     #[arg(long, env = "ROOMCAST_MAX_MESSAGE_BYTES", default_value_t = 65536)]
     pub max_message_bytes: usize,
+
+    /// Most frames one client message may be split into (more: close 1008), so that a
+    /// stream of empty continuation frames cannot keep a message open forever.
+    #[arg(long, env = "ROOMCAST_MAX_FRAGMENTS", default_value_t = 128)]
+    pub max_fragments: usize,
 
     /// Most rooms one connection may be in at once.
     #[arg(long, env = "ROOMCAST_MAX_ROOMS_PER_CONN", default_value_t = 100)]
@@ -74,8 +91,10 @@ pub struct Config {
     #[arg(long, env = "ROOMCAST_PING_INTERVAL_MS", default_value_t = 25_000)]
     pub ping_interval_ms: u64,
 
-    /// Milliseconds of silence (no frame at all) after which a peer is closed as dead.
-    #[arg(long, env = "ROOMCAST_PING_TIMEOUT_MS", default_value_t = 60_000)]
+    /// Milliseconds a peer has to send any frame (a pong, or anything else) after a
+    /// server ping before it is closed as dead (1008 "ping timeout"). A dead peer is
+    /// therefore reaped within ping interval + ping timeout.
+    #[arg(long, env = "ROOMCAST_PING_TIMEOUT_MS", default_value_t = 10_000)]
     pub ping_timeout_ms: u64,
 
     /// Client messages per second each connection may send (local limit in front of
@@ -110,6 +129,14 @@ pub struct Config {
     /// joined/left events. Not a way to run roomcast.
     #[arg(long, env = "ROOMCAST_BENCH_FLOOR", conflicts_with = "redis")]
     pub bench_floor: bool,
+
+    /// Conformance testing only (Autobahn|Testsuite): no Redis, no welcome frame, no
+    /// module commands; every complete client message, text or binary, is echoed back
+    /// as one frame with its opcode. Everything before that is the production path:
+    /// the upgrade, the frame reader, fragment assembly, the size and fragment limits,
+    /// UTF-8 checks, close handling and the outbox. Not a way to run roomcast.
+    #[arg(long, env = "ROOMCAST_ECHO", conflicts_with_all = ["redis", "bench_floor"])]
+    pub echo: bool,
 }
 
 /// Subcommands.
@@ -147,6 +174,21 @@ impl Config {
         }
     }
 
+    /// The connection cap: `--max-conns`, or derived from the open-file limit.
+    pub fn connection_cap(&self) -> usize {
+        if self.max_conns > 0 {
+            return self.max_conns;
+        }
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes into the struct we pass and reads nothing else.
+        let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
+        let files = if ok { limit.rlim_cur as usize } else { 1024 };
+        cap_for_open_files(files)
+    }
+
     /// Checks values that clap cannot.
     pub fn validate(&self) -> Result<(), String> {
         self.worker_count()?;
@@ -155,6 +197,9 @@ impl Config {
         }
         if self.lease_ms < 300 {
             return Err("--lease-ms must be at least 300".into());
+        }
+        if self.max_fragments == 0 {
+            return Err("--max-fragments must be at least 1".into());
         }
         if self.max_message_bytes < 64 {
             return Err("--max-message-bytes must be at least 64".into());
@@ -165,5 +210,40 @@ impl Config {
             }
         }
         Ok(())
+    }
+}
+
+/// Open files kept out of the connection cap: listeners, Redis connections, the
+/// embedded redis-server's pipes, and sockets accepted but not yet refused.
+const RESERVED_FILES: usize = 256;
+
+/// The connection cap for an open-file limit of `files`: what is left after the
+/// reserve, and never less than a small working minimum.
+fn cap_for_open_files(files: usize) -> usize {
+    files.saturating_sub(RESERVED_FILES).max(64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_connection_cap_leaves_a_reserve_of_files() {
+        assert_eq!(cap_for_open_files(20_000), 20_000 - RESERVED_FILES);
+        assert_eq!(cap_for_open_files(1024), 1024 - RESERVED_FILES);
+        assert_eq!(cap_for_open_files(100), 64);
+        let explicit = Config::parse_from(["roomcast-edge", "--max-conns", "7"]);
+        assert_eq!(explicit.connection_cap(), 7);
+        let derived = Config::parse_from(["roomcast-edge"]);
+        assert!(derived.connection_cap() >= 64);
+    }
+
+    #[test]
+    fn echo_excludes_a_redis_url_and_the_floor() {
+        assert!(Config::parse_from(["roomcast-edge", "--echo"]).echo);
+        assert!(
+            Config::try_parse_from(["roomcast-edge", "--echo", "--redis", "redis://x"]).is_err()
+        );
+        assert!(Config::try_parse_from(["roomcast-edge", "--echo", "--bench-floor"]).is_err());
     }
 }

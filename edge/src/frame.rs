@@ -9,6 +9,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 /// Text frame opcode.
 pub const OP_TEXT: u8 = 0x1;
+/// Binary frame opcode (sent only by `--echo`).
+pub const OP_BINARY: u8 = 0x2;
 /// Close frame opcode.
 pub const OP_CLOSE: u8 = 0x8;
 /// Ping frame opcode.
@@ -28,6 +30,8 @@ pub mod close {
     pub const POLICY: u16 = 1008;
     /// Message too big (counted across fragments).
     pub const TOO_BIG: u16 = 1009;
+    /// Never sent: stands for "no close frame" (the socket just ended) in logs.
+    pub const ABNORMAL: u16 = 1006;
     /// Internal error (e.g. Redis unreachable while connecting).
     pub const INTERNAL: u16 = 1011;
     /// Server draining: reconnect elsewhere.

@@ -11,8 +11,8 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{
-    HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE, LOCATION, ORIGIN, SEC_WEBSOCKET_EXTENSIONS,
-    X_CONTENT_TYPE_OPTIONS,
+    HeaderValue, ALLOW, CACHE_CONTROL, CONNECTION, CONTENT_TYPE, LOCATION, ORIGIN,
+    SEC_WEBSOCKET_EXTENSIONS, X_CONTENT_TYPE_OPTIONS,
 };
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -166,6 +166,16 @@ fn route(worker: &Rc<Worker>, req: Request<Incoming>) -> Reply {
                         "Workers holding their leases.",
                         ready as i64,
                     ),
+                    (
+                        "connections_open",
+                        "WebSocket connections open now, all workers.",
+                        shared.capacity.open() as i64,
+                    ),
+                    (
+                        "connections_max",
+                        "The connection cap (--max-conns).",
+                        shared.capacity.cap() as i64,
+                    ),
                 ],
                 &mut body,
             );
@@ -254,35 +264,65 @@ fn identify(worker: &Worker, query: &str) -> Result<Identity, &'static str> {
     Err("missing token")
 }
 
+/// Whether an upgrade request with this `Origin` header (if any) may go on: an exact,
+/// byte-for-byte match with an allow-list entry (no wildcard, prefix or suffix
+/// matching), any origin when the list is empty, and no header at all (non-browser
+/// clients) unless `require` says every client must send one.
+fn origin_allowed(origin: Option<&[u8]>, allowed: &[String], require: bool) -> bool {
+    match origin {
+        None => !require,
+        Some(origin) => allowed.is_empty() || allowed.iter().any(|o| o.as_bytes() == origin),
+    }
+}
+
+/// A refused upgrade request, with `Connection: close`: the socket is closed once the
+/// answer is written, instead of idling until the header timeout (a client refused for
+/// its origin, its token or the connection cap has nothing more to ask on it).
+fn refuse(status: StatusCode, body: &str) -> Reply {
+    let mut response = text(status, body);
+    response
+        .headers_mut()
+        .insert(CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
 fn upgrade(worker: &Rc<Worker>, mut req: Request<Incoming>) -> Reply {
     if worker.draining.get() {
-        return text(StatusCode::SERVICE_UNAVAILABLE, "draining\n");
+        return refuse(StatusCode::SERVICE_UNAVAILABLE, "draining\n");
     }
-    let origins = &worker.shared.config.allowed_origins;
-    if let Some(origin) = req.headers().get(ORIGIN) {
-        let allowed =
-            origins.is_empty() || origins.iter().any(|o| o.as_bytes() == origin.as_bytes());
-        if !allowed {
-            return text(StatusCode::FORBIDDEN, "origin not allowed\n");
-        }
+    let config = &worker.shared.config;
+    if !origin_allowed(
+        req.headers().get(ORIGIN).map(HeaderValue::as_bytes),
+        &config.allowed_origins,
+        config.require_origin,
+    ) {
+        tracing::info!(
+            origin = ?req.headers().get(ORIGIN),
+            "upgrade refused: origin not allowed"
+        );
+        return refuse(StatusCode::FORBIDDEN, "origin not allowed\n");
     }
     let query = req.uri().query().unwrap_or("").to_string();
     let identity = match identify(worker, &query) {
         Ok(identity) => identity,
         Err(reason) => {
             WorkerMetrics::inc(&worker.metrics.auth_failures);
-            return text(StatusCode::UNAUTHORIZED, &format!("{reason}\n"));
+            return refuse(StatusCode::UNAUTHORIZED, &format!("{reason}\n"));
         }
+    };
+    let Some(slot) = worker.shared.capacity.try_acquire() else {
+        WorkerMetrics::inc(&worker.metrics.connections_refused);
+        return refuse(StatusCode::SERVICE_UNAVAILABLE, "too many connections\n");
     };
     // No extension is ever negotiated (no permessage-deflate).
     req.headers_mut().remove(SEC_WEBSOCKET_EXTENSIONS);
     match fastwebsockets::upgrade::upgrade(&mut req) {
         Ok((response, fut)) => {
-            tokio::task::spawn_local(session::run(worker.clone(), fut, identity));
+            tokio::task::spawn_local(session::run(worker.clone(), fut, identity, slot));
             let (parts, _) = response.into_parts();
             Response::from_parts(parts, Full::new(Bytes::new()))
         }
-        Err(e) => text(
+        Err(e) => refuse(
             StatusCode::BAD_REQUEST,
             &format!("bad upgrade request: {e}\n"),
         ),
@@ -306,6 +346,33 @@ mod tests {
         assert_eq!(query_param("user=%zz", "user"), None);
         assert_eq!(query_param("user=%e2%82%ac", "user").as_deref(), Some("€"));
         assert_eq!(query_param("", "user"), None);
+    }
+
+    #[test]
+    fn origins_match_exactly_and_a_missing_one_only_when_allowed() {
+        let allowed = vec!["https://app.example.com".to_string()];
+        let ok = |origin: Option<&str>, require| {
+            origin_allowed(origin.map(str::as_bytes), &allowed, require)
+        };
+        assert!(ok(Some("https://app.example.com"), false));
+        for refused in [
+            "https://evil.com",
+            "null",
+            "https://APP.example.com",
+            "https://app.example.com:443",
+            "https://app.example.com:8443",
+            "http://app.example.com",
+            "https://app.example.com.evil.com",
+            "https://evil.app.example.com",
+            "https://app.example.com/",
+            "",
+        ] {
+            assert!(!ok(Some(refused), false), "{refused:?}");
+        }
+        assert!(ok(None, false));
+        assert!(!ok(None, true));
+        assert!(origin_allowed(Some(b"https://any.example"), &[], false));
+        assert!(!origin_allowed(None, &[], true));
     }
 
     #[test]

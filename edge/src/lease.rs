@@ -74,6 +74,11 @@ pub async fn run(worker: Rc<Worker>) {
     let mut pending: Vec<u32> = Vec::new();
     loop {
         ticker.tick().await;
+        if worker.draining.get() {
+            // The node is going away (`RC.NODE.DOWN`): a renewal now would bring it
+            // back, with the connections that are still closing.
+            return;
+        }
         match renew(&worker).await {
             Ok(lost) => {
                 for p in lost {

@@ -2,12 +2,14 @@
 //! belong to which user. The module holds the same facts for the whole deployment; this
 //! copy lets fan-out find local recipients without asking Redis.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::rc::Rc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use roomcast_common::offset::Offset;
 
+use crate::frame::close;
 use crate::outbox::Outbox;
 
 /// One local connection.
@@ -20,6 +22,8 @@ pub struct Conn {
     pub rooms: HashSet<String>,
     /// Outgoing queue.
     pub out: Rc<Outbox>,
+    /// When its token expires (`None`: never).
+    pub expires: Option<Instant>,
 }
 
 /// The index.
@@ -41,6 +45,8 @@ pub struct Local {
     /// (a room's messages reach a node in order). Keyed by room first so that fan-out
     /// looks a room up once per message, without allocating.
     pub floors: HashMap<String, HashMap<u64, Offset>>,
+    /// Connections whose token expires, by expiry (see [`Local::expire`]).
+    pub expiries: BTreeSet<(Instant, u64)>,
 }
 
 /// Removes `seq` from a room → connection map, dropping the room when it empties.
@@ -69,12 +75,33 @@ impl Local {
             .entry(conn.user.to_string())
             .or_default()
             .push(seq);
+        if let Some(at) = conn.expires {
+            self.expiries.insert((at, seq));
+        }
         self.conns.insert(seq, conn);
+    }
+
+    /// Closes (1008) every connection whose token expired by `now`. The inbox reader
+    /// calls it before each batch it delivers: a connection's own expiry timer may fire
+    /// a little late, and nothing published after the expiry may reach it meanwhile.
+    pub fn expire(&mut self, now: Instant) {
+        while let Some(&(at, seq)) = self.expiries.first() {
+            if at > now {
+                break;
+            }
+            self.expiries.pop_first();
+            if let Some(conn) = self.conns.get(&seq) {
+                conn.out.close(close::POLICY, "token expired");
+            }
+        }
     }
 
     /// Removes a connection and its memberships; returns it.
     pub fn remove_conn(&mut self, seq: u64) -> Option<Conn> {
         let conn = self.conns.remove(&seq)?;
+        if let Some(at) = conn.expires {
+            self.expiries.remove(&(at, seq));
+        }
         for room in &conn.rooms {
             remove_seq(&mut self.rooms, room, seq);
             remove_nested(&mut self.joining, room, seq);
@@ -150,7 +177,27 @@ mod tests {
             user: Rc::from(user),
             rooms: HashSet::new(),
             out: Rc::new(Outbox::new(1024)),
+            expires: None,
         }
+    }
+
+    #[test]
+    fn expired_connections_are_closed_before_delivery() {
+        let mut local = Local::default();
+        let now = Instant::now();
+        let mut soon = conn("ann");
+        soon.expires = Some(now + std::time::Duration::from_secs(1));
+        let mut gone = conn("bob");
+        gone.expires = Some(now);
+        local.add_conn(1, soon);
+        local.add_conn(2, gone);
+        local.add_conn(3, conn("cat"));
+        local.expire(now);
+        assert!(!local.conns[&1].out.is_closing());
+        assert!(local.conns[&2].out.is_closing());
+        assert!(!local.conns[&3].out.is_closing());
+        local.remove_conn(1);
+        assert!(local.expiries.is_empty());
     }
 
     #[test]

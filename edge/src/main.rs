@@ -7,6 +7,7 @@
 //! - [`config`]: command line flags (with environment equivalents).
 //! - [`embedded`]: the embedded redis-server used when no `--redis` is given.
 //! - [`worker`]: one thread per worker — runtime, listener (`SO_REUSEPORT`), drain.
+//! - [`capacity`]: the process-wide cap on open connections (`--max-conns`).
 //! - [`http`]: `/ws` upgrade with authentication and Origin checks; `/metrics`,
 //!   `/healthz`, `/readyz`.
 //! - [`auth`]: HS256 tokens and room allow-lists.
@@ -26,6 +27,7 @@
 
 mod auth;
 mod backend;
+mod capacity;
 mod config;
 mod embedded;
 mod floor;
@@ -53,6 +55,7 @@ use roomcast_common::partition::Partitioner;
 use tokio::sync::watch;
 
 use crate::auth::Verifier;
+use crate::capacity::Capacity;
 use crate::config::Config;
 use crate::metrics::WorkerMetrics;
 use crate::worker::Shared;
@@ -165,6 +168,15 @@ struct Backing {
 }
 
 fn backing(config: &Config) -> Result<Backing, String> {
+    if config.echo {
+        return Ok(Backing {
+            embedded: None,
+            client: None,
+            layout: Partitioner::new(1)?,
+            shared_inbox: true,
+            banner: "echo mode (conformance testing only: every message is echoed back)".into(),
+        });
+    }
     if config.bench_floor {
         return Ok(Backing {
             embedded: None,
@@ -226,6 +238,7 @@ fn run(config: Config) -> Result<(), String> {
         layout,
         shared_inbox,
         redis: client,
+        capacity: Capacity::new(config.connection_cap()),
         all_metrics: (0..workers)
             .map(|_| Arc::new(WorkerMetrics::new()))
             .collect(),

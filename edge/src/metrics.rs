@@ -39,6 +39,8 @@ pub struct WorkerMetrics {
     pub redis_errors: AtomicU64,
     /// Connection attempts refused for a missing or invalid token.
     pub auth_failures: AtomicU64,
+    /// Upgrade requests refused because the process was at `--max-conns`.
+    pub connections_refused: AtomicU64,
     /// Round-trip time of Redis commands.
     pub redis_rtt: Histogram,
 }
@@ -69,7 +71,7 @@ type CounterField = fn(&WorkerMetrics) -> &AtomicU64;
 
 /// The plain counters: exported name (without prefix and `_total`), help text and field,
 /// in output order. One table so a new counter cannot be half-exported.
-const COUNTERS: [(&str, &str, CounterField); 11] = [
+const COUNTERS: [(&str, &str, CounterField); 12] = [
     ("connections_opened", "Client connections accepted.", |m| {
         &m.connections_opened
     }),
@@ -106,6 +108,11 @@ const COUNTERS: [(&str, &str, CounterField); 11] = [
         "auth_failures",
         "Connections refused for a missing or invalid token.",
         |m| &m.auth_failures,
+    ),
+    (
+        "connections_refused",
+        "Upgrade requests refused at the connection cap.",
+        |m| &m.connections_refused,
     ),
 ];
 

@@ -11,9 +11,15 @@
 //! its queue is dropped and it is closed with 1008 "slow consumer". A hard cap (limit +
 //! [`ROUND_SLACK`]) bounds memory within a single round. A burst that a healthy client
 //! absorbs never trips it; one stalled reader never grows memory or slows the others.
+//!
+//! Closing never waits on the peer for long: once a close is requested (slow consumer,
+//! ping timeout, protocol error, …), a write still blocked [`CLOSE_GRACE`] later — the
+//! peer stopped reading and its socket buffer is full — is abandoned and the writer
+//! stops, so the connection ends and its memory, file descriptor and presence go.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
@@ -34,6 +40,10 @@ pub enum Pushed {
 
 /// Bytes one fan-out round may add to a queue beyond its limit before the hard cap.
 pub const ROUND_SLACK: usize = 1 << 20;
+
+/// How long a write may stay blocked after a close was requested before the writer
+/// gives up on the peer (the role of Centrifugo's 1 s write timeout).
+pub const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// Queue state.
 struct Queue {
@@ -57,6 +67,10 @@ pub struct Outbox {
     wake: Notify,
     /// Wakes whoever waits for the writer to finish.
     finished: Notify,
+    /// Wakes the writer's close-grace timer when a close is requested.
+    close_requested: Notify,
+    /// Set when the writer gave up on a peer that stopped reading (see [`CLOSE_GRACE`]).
+    abandoned: Cell<bool>,
     /// Most bytes that may wait in the queue.
     limit: usize,
 }
@@ -74,6 +88,8 @@ impl Outbox {
             }),
             wake: Notify::new(),
             finished: Notify::new(),
+            close_requested: Notify::new(),
+            abandoned: Cell::new(false),
             limit,
         }
     }
@@ -92,6 +108,7 @@ impl Outbox {
             q.closing = Some((close::POLICY, "slow consumer".to_string()));
             drop(q);
             self.wake.notify_one();
+            self.close_requested.notify_waiters();
             return Pushed::SlowConsumer;
         }
         if q.frames.is_empty() {
@@ -113,12 +130,37 @@ impl Outbox {
         }
         drop(q);
         self.wake.notify_one();
+        self.close_requested.notify_waiters();
+    }
+
+    /// True if the writer stopped because the peer did not take its bytes within
+    /// [`CLOSE_GRACE`] of a close: no close frame reached it, and no answer will come.
+    pub fn abandoned(&self) -> bool {
+        self.abandoned.get()
+    }
+
+    /// Resolves [`CLOSE_GRACE`] after a close is requested (counting from now if one
+    /// already was); pending until then.
+    async fn close_grace_over(&self) {
+        loop {
+            let notified = self.close_requested.notified();
+            if self.queue.borrow().closing.is_some() {
+                break;
+            }
+            notified.await;
+        }
+        tokio::time::sleep(CLOSE_GRACE).await;
     }
 
     /// True once a close was requested or the writer stopped.
     pub fn is_closing(&self) -> bool {
         let q = self.queue.borrow();
         q.closing.is_some() || q.done
+    }
+
+    /// The close requested (code, reason), if any: ours, or the peer's echoed back.
+    pub fn close_status(&self) -> Option<(u16, String)> {
+        self.queue.borrow().closing.clone()
     }
 
     /// Waits until the writer has stopped.
@@ -151,7 +193,14 @@ impl Outbox {
                 buf.extend_from_slice(&frame::close_frame(*code, reason));
             }
             if !buf.is_empty() {
-                let ok = sink.write_all(&buf).await.is_ok();
+                let ok = tokio::select! {
+                    written = sink.write_all(&buf) => written.is_ok(),
+                    () = self.close_grace_over() => {
+                        // The peer stopped reading and a close is due: stop here.
+                        self.abandoned.set(true);
+                        false
+                    }
+                };
                 buf.clear();
                 if buf.capacity() > 64 * 1024 {
                     buf = BytesMut::new();
@@ -205,6 +254,27 @@ mod tests {
         let mut out = Vec::new();
         outbox.run_writer(&mut out).await;
         assert_eq!(out.len(), 800 + 4);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_write_blocked_on_a_peer_that_stopped_reading_is_abandoned_after_a_close() {
+        let outbox = Outbox::new(1 << 20);
+        // A peer that never reads: the pipe takes 64 bytes, then every write blocks.
+        let (sink, _peer) = tokio::io::duplex(64);
+        assert_eq!(outbox.push(Bytes::from(vec![0; 4096]), 0), Pushed::Queued);
+        let started = std::time::Instant::now();
+        let close_later = async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            outbox.close(close::POLICY, "ping timeout");
+        };
+        tokio::join!(outbox.run_writer(sink), close_later);
+        outbox.finished().await;
+        let waited = started.elapsed();
+        assert!(outbox.abandoned());
+        assert!(
+            waited >= CLOSE_GRACE && waited < CLOSE_GRACE + Duration::from_millis(600),
+            "{waited:?}"
+        );
     }
 
     #[tokio::test(flavor = "current_thread")]

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Value};
-use roomcast_common::entry::Kind;
+use roomcast_common::entry::{self, Kind};
 use roomcast_common::keys::PartitionKeys;
 use roomcast_common::offset::Offset;
 
@@ -38,28 +38,9 @@ const BUSY_GAP: Duration = Duration::from_micros(500);
 /// accumulate, for at most this much extra latency.
 const COALESCE: Duration = Duration::from_millis(1);
 
-/// One decoded inbox entry, borrowing from the reply.
-#[derive(Debug, Default)]
-pub struct Entry<'a> {
-    /// The `kind` field.
-    pub kind: Option<Kind>,
-    /// Other fields by name.
-    pub room: &'a str,
-    /// `user` field.
-    pub user: &'a str,
-    /// `from` field.
-    pub from: &'a str,
-    /// `skip` field.
-    pub skip: &'a str,
-    /// `offset` field.
-    pub offset: &'a str,
-    /// `conn` field.
-    pub conn: &'a str,
-    /// `reason` field.
-    pub reason: &'a str,
-    /// `data` field (raw bytes).
-    pub data: &'a [u8],
-}
+/// One decoded inbox entry, borrowing from the reply (the decoder lives next to the
+/// field names in `roomcast_common::entry`, where it is property-tested and fuzzed).
+pub use roomcast_common::entry::Entry;
 
 fn as_bytes(v: &Value) -> &[u8] {
     match v {
@@ -69,29 +50,10 @@ fn as_bytes(v: &Value) -> &[u8] {
     }
 }
 
-/// Decodes the flat field/value list of one stream entry.
+/// Decodes the flat field/value list of one stream entry (see
+/// `roomcast_common::entry::decode`); values that are not strings read as empty.
 pub fn decode(fields: &[Value]) -> Entry<'_> {
-    let mut e = Entry::default();
-    for pair in fields.chunks(2) {
-        let (Some(name), Some(value)) = (pair.first(), pair.get(1)) else {
-            continue;
-        };
-        let bytes = as_bytes(value);
-        let text = std::str::from_utf8(bytes).unwrap_or("");
-        match as_bytes(name) {
-            b"kind" => e.kind = Kind::parse(bytes),
-            b"room" => e.room = text,
-            b"user" => e.user = text,
-            b"from" => e.from = text,
-            b"skip" => e.skip = text,
-            b"offset" => e.offset = text,
-            b"conn" => e.conn = text,
-            b"reason" => e.reason = text,
-            b"data" => e.data = bytes,
-            _ => {}
-        }
-    }
-    e
+    entry::decode(fields.iter().map(as_bytes))
 }
 
 /// Runs until aborted.
@@ -186,6 +148,9 @@ async fn deliver(
         return 0;
     };
     next_round(worker);
+    // Everything in this reply was published before it arrived: close the connections
+    // whose token has expired by now first, so none of it reaches them.
+    worker.local.borrow_mut().expire(std::time::Instant::now());
     let mut chunk = 0usize;
     let mut count = 0usize;
     for stream in streams {
@@ -360,5 +325,129 @@ mod tests {
         );
         assert_eq!(e.data, b"{\"x\":1}");
         assert_eq!(decode(&[bulk(b"kind"), bulk(b"nope")]).kind, None);
+    }
+}
+
+/// Property tests of the inbox entry decoder over the values an `XREAD` reply holds
+/// (`fuzz/` runs the byte-level decoder under libFuzzer).
+#[cfg(test)]
+mod props {
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+    use redis::Value;
+    use roomcast_common::entry::{
+        self, Entry, Kind, CONN, DATA, FROM, OFFSET, REASON, ROOM, SKIP, USER,
+    };
+
+    use super::decode;
+
+    /// Bytes that are field names, kind names, or anything.
+    fn word() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            2 => prop::sample::select(vec![
+                "kind", "room", "user", "from", "skip", "offset", "data", "conn", "reason",
+                "msg", "direct", "join", "leave", "kick",
+            ])
+            .prop_map(|w| w.as_bytes().to_vec()),
+            1 => vec(any::<u8>(), 0..12),
+        ]
+    }
+
+    /// Any RESP value a reply could hold in a field list.
+    fn reply_value() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            6 => word().prop_map(Value::BulkString),
+            2 => word().prop_map(|w| Value::SimpleString(String::from_utf8_lossy(&w).into_owned())),
+            1 => any::<i64>().prop_map(Value::Int),
+            1 => Just(Value::Nil),
+            1 => Just(Value::Okay),
+            1 => any::<bool>().prop_map(Value::Boolean),
+            1 => vec(word().prop_map(Value::BulkString), 0..3).prop_map(Value::Array),
+        ]
+    }
+
+    fn bytes(v: &Value) -> &[u8] {
+        match v {
+            Value::BulkString(b) => b,
+            Value::SimpleString(s) => s.as_bytes(),
+            _ => b"",
+        }
+    }
+
+    fn value_of(field: &'static str) -> BoxedStrategy<Vec<u8>> {
+        match field {
+            ROOM | USER => "[^\\p{Cc}]{1,16}".prop_map(String::into_bytes).boxed(),
+            FROM => "([^\\p{Cc}]{1,16})?".prop_map(String::into_bytes).boxed(),
+            SKIP | CONN => "[A-Za-z0-9_.-]{0,12}".prop_map(String::into_bytes).boxed(),
+            OFFSET => "([0-9a-z]{1,16}:[0-9]{1,19})?"
+                .prop_map(String::into_bytes)
+                .boxed(),
+            REASON => "[^\\p{Cc}]{0,30}".prop_map(String::into_bytes).boxed(),
+            _ => vec(any::<u8>(), 0..256).boxed(),
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1024))]
+
+        /// Any list of reply values decodes without panicking, as the byte-level decoder
+        /// decodes its strings (other values read as empty).
+        #[test]
+        fn any_reply_values_decode(fields in vec(reply_value(), 0..16)) {
+            let got = decode(&fields);
+            let want = entry::decode(fields.iter().map(bytes));
+            prop_assert_eq!(&got, &want);
+            // A trailing lone field and unknown pairs change nothing.
+            let mut more = fields.clone();
+            if more.len() % 2 == 0 {
+                more.push(Value::BulkString(b"room".to_vec()));
+            }
+            prop_assert_eq!(decode(&more), got.clone());
+            let mut unknown = fields.clone();
+            if unknown.len() % 2 == 1 {
+                unknown.pop();
+            }
+            let mut extended = unknown.clone();
+            extended.extend([Value::BulkString(b"x-extra".to_vec()), Value::Int(1)]);
+            prop_assert_eq!(decode(&extended), decode(&unknown));
+        }
+
+        /// Entries as the module writes them (`entry::encode`, the layout of
+        /// `roomcast::inbox::Entry::new`), read back as bulk strings the way `XREAD`
+        /// returns them, decode to the values written.
+        #[test]
+        fn module_entries_decode_to_their_values(
+            (kind, values) in prop::sample::select(vec![
+                Kind::Message, Kind::Direct, Kind::Join, Kind::Leave, Kind::Kick,
+            ])
+            .prop_flat_map(|kind| {
+                let values: Vec<_> = kind.fields().iter().map(|f| value_of(f)).collect();
+                (Just(kind), values)
+            })
+        ) {
+            let slices: Vec<&[u8]> = values.iter().map(Vec::as_slice).collect();
+            let reply: Vec<Value> = entry::encode(kind, &slices)
+                .unwrap()
+                .map(|b| Value::BulkString(b.to_vec()))
+                .collect();
+            let got = decode(&reply);
+            let field = |name: &str| {
+                let i = kind.fields().iter().position(|f| *f == name);
+                i.map_or(&b""[..], |i| slices[i])
+            };
+            let text = |name: &str| std::str::from_utf8(field(name)).unwrap();
+            let want = Entry {
+                kind: Some(kind),
+                room: text(ROOM),
+                user: text(USER),
+                from: text(FROM),
+                skip: text(SKIP),
+                offset: text(OFFSET),
+                conn: text(CONN),
+                reason: text(REASON),
+                data: field(DATA),
+            };
+            prop_assert_eq!(got, want);
+        }
     }
 }

@@ -19,6 +19,7 @@ use roomcast_common::offset::Offset;
 
 use crate::auth::room_allowed;
 use crate::backend::{classify, Failure};
+use crate::capacity::Slot;
 use crate::floor;
 use crate::frame::{self, close};
 use crate::lease;
@@ -40,6 +41,16 @@ pub struct Identity {
     pub expires_at: Option<u64>,
 }
 
+/// What a connection's liveness timer waits for next.
+#[derive(Clone, Copy)]
+enum Due {
+    /// Sending the next server ping.
+    Ping,
+    /// The answer to the ping sent at these instants (std, to compare with
+    /// `last_seen`; tokio, to schedule the next ping).
+    Answer(Instant, tokio::time::Instant),
+}
+
 /// State of one connection while it is open.
 struct Session {
     /// The worker it lives on.
@@ -56,10 +67,14 @@ struct Session {
     bucket: RefCell<Bucket>,
     /// When the last frame arrived (liveness).
     last_seen: Cell<Instant>,
+    /// The TCP stream ended or failed before any close frame: logged as 1006.
+    vanished: Cell<bool>,
 }
 
-/// Runs a connection from the finished upgrade to its cleanup.
-pub async fn run(worker: Rc<Worker>, upgrade: UpgradeFut, identity: Identity) {
+/// Runs a connection from the finished upgrade to its cleanup. `slot` is its place
+/// under the connection cap, given back when this returns.
+pub async fn run(worker: Rc<Worker>, upgrade: UpgradeFut, identity: Identity, slot: Slot) {
+    let _slot = slot;
     let ws = match upgrade.await {
         Ok(ws) => ws,
         Err(e) => {
@@ -85,11 +100,13 @@ pub async fn run(worker: Rc<Worker>, upgrade: UpgradeFut, identity: Identity) {
         identity,
         out: out.clone(),
         last_seen: Cell::new(Instant::now()),
+        vanished: Cell::new(false),
     });
 
     if !session.register().await {
         out.finished().await;
         let _ = writer.await;
+        session.log_close();
         return;
     }
     let read_task = tokio::task::spawn_local({
@@ -98,6 +115,7 @@ pub async fn run(worker: Rc<Worker>, upgrade: UpgradeFut, identity: Identity) {
     });
     session.supervise(read_task).await;
     let _ = writer.await;
+    session.log_close();
     session.unregister().await;
 }
 
@@ -121,6 +139,23 @@ impl Session {
                 WorkerMetrics::inc(&self.metrics().slow_consumer_closes);
             }
         }
+    }
+
+    /// One structured event per closed connection: who, and the close code and reason
+    /// (ours, or the peer's echoed back). Never a token or a payload.
+    fn log_close(&self) {
+        let (code, reason) = match self.out.close_status() {
+            Some(_) if self.vanished.get() => (close::ABNORMAL, "connection lost".to_string()),
+            Some(status) => status,
+            None => (close::ABNORMAL, String::new()),
+        };
+        tracing::info!(
+            conn = %self.conn_id,
+            user = %self.identity.user,
+            code,
+            reason = %reason,
+            "connection closed"
+        );
     }
 
     fn send_error(&self, id: Option<&[u8]>, code: ErrorCode, message: &str, retry: Option<u64>) {
@@ -158,13 +193,21 @@ impl Session {
                 user: Rc::from(self.identity.user.as_str()),
                 rooms: HashSet::new(),
                 out: self.out.clone(),
+                expires: self.identity.expires_at.map(|exp| {
+                    let now = SystemTime::now()
+                        .duration_since(UNIX_EPOCH)
+                        .unwrap_or_default();
+                    Instant::now() + Duration::from_secs(exp).saturating_sub(now)
+                }),
             },
         );
         WorkerMetrics::inc(&self.metrics().connections_opened);
-        let heartbeat = w.shared.config.ping_interval_ms;
-        self.send(128, |o| {
-            protocol::welcome(o, &self.conn_id, &self.identity.user, &w.node, heartbeat)
-        });
+        if !w.echo() {
+            let heartbeat = w.shared.config.ping_interval_ms;
+            self.send(128, |o| {
+                protocol::welcome(o, &self.conn_id, &self.identity.user, &w.node, heartbeat)
+            });
+        }
         true
     }
 
@@ -173,48 +216,80 @@ impl Session {
     async fn supervise(&self, mut read_task: tokio::task::JoinHandle<()>) {
         let config = &self.worker.shared.config;
         let ping_every = Duration::from_millis(config.ping_interval_ms.max(100));
-        let dead_after = Duration::from_millis(config.ping_timeout_ms.max(200));
-        let mut ticker = tokio::time::interval(ping_every);
-        ticker.tick().await;
-        let expiry = self.identity.expires_at.map(|exp| {
+        let answer_within = Duration::from_millis(config.ping_timeout_ms.max(100));
+        let expires = self.identity.expires_at.map(|exp| {
             let now = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .unwrap_or_default();
             tokio::time::Instant::now() + Duration::from_secs(exp).saturating_sub(now)
         });
-        let expired = async {
-            match expiry {
-                Some(at) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::pin!(expired);
+        // One timer per connection (idle connections are most of them, and each timer
+        // costs memory): it fires for the next ping, for the answer a ping is waiting
+        // for, or at token expiry, whichever comes first.
+        let mut due = Due::Ping;
+        let mut peer_silent = false;
+        let first = tokio::time::Instant::now() + ping_every;
+        let timer = tokio::time::sleep_until(expires.map_or(first, |at| at.min(first)));
+        tokio::pin!(timer);
         loop {
             tokio::select! {
                 _ = &mut read_task => {
                     // The peer closed or broke the protocol; let the writer finish.
                     if !self.out.is_closing() {
+                        // No close frame came: the stream ended or failed (1006).
+                        self.vanished.set(true);
                         self.out.close(close::NORMAL, "");
                     }
                     let _ = tokio::time::timeout(Duration::from_secs(1), self.out.finished()).await;
                     return;
                 }
                 _ = self.out.finished() => {
-                    // We sent a close: give the peer a moment to answer, then drop.
-                    let _ = tokio::time::timeout(Duration::from_secs(1), &mut read_task).await;
+                    // We sent a close: give the peer a moment to answer, then drop (at
+                    // once if the writer gave up on a peer that stopped reading, or the
+                    // peer is silent: it answered no ping, so it will not answer this).
+                    if !self.out.abandoned() && !peer_silent {
+                        let _ = tokio::time::timeout(Duration::from_secs(1), &mut read_task).await;
+                    }
                     read_task.abort();
                     return;
                 }
-                _ = ticker.tick() => {
-                    if self.last_seen.get().elapsed() > dead_after {
-                        self.out.close(close::POLICY, "ping timeout");
+                _ = &mut timer => {
+                    let now = tokio::time::Instant::now();
+                    let next = if expires.is_some_and(|at| now >= at) {
+                        self.out.close(close::POLICY, "token expired");
+                        None
                     } else {
-                        let ping = frame::encode(frame::OP_PING, b"");
-                        let _ = self.out.push(ping, self.worker.round.get());
+                        match due {
+                            // Any frame since the ping answers it (a pong, or traffic).
+                            Due::Answer(sent, sent_at) if self.last_seen.get() < sent => {
+                                if now >= sent_at + answer_within {
+                                    self.out.close(close::POLICY, "ping timeout");
+                                    peer_silent = true;
+                                    None
+                                } else {
+                                    // An interval shorter than the timeout went by
+                                    // unanswered: the deadline stands.
+                                    Some(sent_at + answer_within)
+                                }
+                            }
+                            Due::Answer(_, sent_at) if now < sent_at + ping_every => {
+                                due = Due::Ping;
+                                Some(sent_at + ping_every)
+                            }
+                            // A ping is due: the first, or the one after an answer.
+                            _ => {
+                                let ping = frame::encode(frame::OP_PING, b"");
+                                let _ = self.out.push(ping, self.worker.round.get());
+                                due = Due::Answer(Instant::now(), now);
+                                Some(now + ping_every.min(answer_within))
+                            }
+                        }
+                    };
+                    match next {
+                        // Closing: nothing is due any more; the arms above end the loop.
+                        None => timer.as_mut().reset(now + Duration::from_secs(86_400)),
+                        Some(at) => timer.as_mut().reset(expires.map_or(at, |e| e.min(at))),
                     }
-                }
-                _ = &mut expired => {
-                    self.out.close(close::POLICY, "token expired");
                 }
             }
         }
@@ -250,26 +325,23 @@ impl Session {
     }
 
     /// Reads frames until the peer closes, the protocol is broken, or the socket fails;
-    /// once a close is under way, keeps reading (and discarding) until the peer's close
-    /// or EOF, so that the socket is not dropped with unread data — which would make the
-    /// kernel send a reset and the peer lose our close frame and final replies.
+    /// once a close is under way, keeps reading (and discarding) until EOF, so that the
+    /// socket is not dropped with unread data — which would make the kernel send a reset
+    /// and the peer lose our close frame and final replies.
     async fn read_loop<S: tokio::io::AsyncRead + Unpin>(&self, reader: &mut FrameReader<S>) {
         self.read_frames(reader).await;
         if self.out.is_closing() {
-            let max = self.worker.shared.config.max_message_bytes;
-            while let Ok(frame) = reader.next(max).await {
-                if frame.opcode == wsread::OP_CLOSE {
-                    break;
-                }
-            }
+            // Bounded by the supervisor's grace period after our close frame.
+            reader.discard_until_eof().await;
         }
     }
 
     /// The read loop proper: returns when the connection starts closing.
     async fn read_frames<S: tokio::io::AsyncRead + Unpin>(&self, reader: &mut FrameReader<S>) {
         let max = self.worker.shared.config.max_message_bytes;
-        // A fragmented message being assembled: (is_text, bytes so far).
-        let mut partial: Option<(bool, Vec<u8>)> = None;
+        let max_fragments = self.worker.shared.config.max_fragments;
+        // A fragmented message being assembled: (is_text, bytes so far, frames so far).
+        let mut partial: Option<(bool, Vec<u8>, usize)> = None;
         loop {
             let frame = match reader.next(max).await {
                 Ok(frame) => frame,
@@ -299,18 +371,22 @@ impl Session {
                     if frame.fin {
                         self.on_message(text, &frame.payload).await;
                     } else {
-                        partial = Some((text, frame.payload));
+                        partial = Some((text, frame.payload, 1));
                     }
                 }
                 _ => {
                     // Continuation (the reader lets no other opcode through).
-                    let Some((text, mut bytes)) = partial.take() else {
+                    let Some((text, mut bytes, fragments)) = partial.take() else {
                         self.out
                             .close(close::PROTOCOL, "unexpected continuation frame");
                         return;
                     };
                     if bytes.len() + frame.payload.len() > max {
                         self.out.close(close::TOO_BIG, "message too big");
+                        return;
+                    }
+                    if fragments >= max_fragments {
+                        self.out.close(close::POLICY, "too many fragments");
                         return;
                     }
                     bytes.extend_from_slice(&frame.payload);
@@ -321,7 +397,7 @@ impl Session {
                         }
                         self.on_message(text, &bytes).await;
                     } else {
-                        partial = Some((text, bytes));
+                        partial = Some((text, bytes, fragments + 1));
                     }
                 }
             }
@@ -363,6 +439,17 @@ impl Session {
     /// One complete client message.
     async fn on_message(&self, text: bool, payload: &[u8]) {
         WorkerMetrics::inc(&self.metrics().messages_in);
+        if self.worker.echo() {
+            let opcode = if text {
+                frame::OP_TEXT
+            } else {
+                frame::OP_BINARY
+            };
+            let _ = self
+                .out
+                .push(frame::encode(opcode, payload), self.worker.round.get());
+            return;
+        }
         if !text {
             self.send_error(None, ErrorCode::BadRequest, "send JSON text frames", None);
             return;

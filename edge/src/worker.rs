@@ -16,6 +16,7 @@ use tokio::task::LocalSet;
 
 use crate::auth::Verifier;
 use crate::backend::Backend;
+use crate::capacity::Capacity;
 use crate::config::Config;
 use crate::frame::close;
 use crate::local::Local;
@@ -33,6 +34,8 @@ pub struct Shared {
     pub shared_inbox: bool,
     /// Redis client (connection factory); `None` under `--bench-floor`.
     pub redis: Option<redis::Client>,
+    /// Open WebSocket connections of the whole process and their cap (`--max-conns`).
+    pub capacity: Arc<Capacity>,
     /// Token verifier, when a secret is configured.
     pub verifier: Option<Verifier>,
     /// Metrics of every worker, for `/metrics`.
@@ -88,10 +91,15 @@ impl Worker {
         format!("{{{}}}", self.shared.layout.tag(p))
     }
 
-    /// True under `--bench-floor`: no Redis; sessions use [`crate::floor`] instead of
-    /// module commands, and there is no lease or inbox reader.
+    /// True under `--bench-floor` or `--echo`: no Redis; sessions use [`crate::floor`]
+    /// instead of module commands, and there is no lease or inbox reader.
     pub fn floor(&self) -> bool {
         self.shared.redis.is_none()
+    }
+
+    /// True under `--echo`: client messages are echoed back instead of handled.
+    pub fn echo(&self) -> bool {
+        self.shared.config.echo
     }
 
     /// Marks this worker ready or not for `/readyz`.
@@ -156,6 +164,7 @@ pub fn run(
         };
         tracing::info!(node = %worker.node, "worker ready");
 
+        let mut last_accept_warning: Option<std::time::Instant> = None;
         loop {
             tokio::select! {
                 accepted = listener.accept() => match accepted {
@@ -164,7 +173,13 @@ pub fn run(
                         tokio::task::spawn_local(http::serve(worker.clone(), stream));
                     }
                     Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
+                        // EMFILE/ENFILE and the like: back off briefly (the surplus
+                        // sockets stay in the backlog), and say so at most once a second.
+                        let now = std::time::Instant::now();
+                        if last_accept_warning.is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1)) {
+                            tracing::warn!(error = %e, "accept failed; backing off");
+                            last_accept_warning = Some(now);
+                        }
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
                 },
@@ -208,5 +223,13 @@ async fn drain(worker: &Rc<Worker>) {
             tracing::warn!(node = %worker.node, error = %e, "RC.NODE.DOWN failed while draining");
         }
     }
+    // Let each session read its peer's close answer and log its close before the
+    // runtime (and every socket with it) is dropped; a session waits at most 1 s.
+    let sessions_done = async {
+        while !worker.local.borrow().conns.is_empty() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_millis(1500), sessions_done).await;
     tracing::info!(node = %worker.node, connections = outs.len(), "worker drained");
 }

@@ -14,18 +14,14 @@
 
 use redis_module::raw::RedisModuleStreamID;
 use redis_module::{Context, RedisError, RedisResult, RedisString, RedisValue};
+use roomcast_common::command::{self, History};
 use roomcast_common::keys::PartitionKeys;
 use roomcast_common::offset::Offset;
 
-use crate::args::{self, arity, at, err};
+use crate::args::{check, err};
 use crate::inbox::Entry;
 use crate::state::layout;
 use crate::{config, ops};
-
-/// Most entries one `RC.HISTORY` call returns.
-const MAX_COUNT: i64 = 10_000;
-/// Entries `RC.HISTORY` returns when `COUNT` is not given.
-const DEFAULT_COUNT: i64 = 100;
 
 /// One retained message.
 pub struct Retained {
@@ -231,14 +227,6 @@ pub fn offset_value(offset: Option<&Offset>) -> RedisValue {
     offset.map_or(RedisValue::Null, |o| RedisValue::BulkString(o.to_string()))
 }
 
-/// Parses a `SINCE` argument.
-pub fn parse_since(arg: &RedisString) -> Result<Offset, RedisError> {
-    std::str::from_utf8(arg.as_slice())
-        .ok()
-        .and_then(Offset::parse)
-        .ok_or_else(|| err("SINCE must be an offset <epoch>:<seq> as RC.PUBLISH returns it"))
-}
-
 /// `RC.HISTORY room [SINCE offset] [COUNT n]` → `[cut, recovered, [[offset, from, data], …]]`.
 ///
 /// With `SINCE`: the messages after it (at most `COUNT`); `recovered` is 0 when they no
@@ -246,15 +234,9 @@ pub fn parse_since(arg: &RedisString) -> Result<Offset, RedisError> {
 /// retained ones. Without `SINCE`: the newest `COUNT` messages. Page forward with `SINCE`
 /// set to the last offset returned until it equals `cut`.
 pub fn history_command(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
-    arity(&args, 2, 6)?;
     let layout = layout()?;
-    let room = args::name(layout, at(&args, 1)?, "room")?;
-    let [since, count] = args::options(args.get(2..).unwrap_or_default(), ["SINCE", "COUNT"])?;
-    let since = since.map(parse_since).transpose()?;
-    let count = match count {
-        Some(c) => args::int(c, "COUNT", 1, MAX_COUNT)?,
-        None => DEFAULT_COUNT,
-    } as usize;
+    let History { room, since, count } = check(command::history(&layout.partitioner, &args))?;
+    let count = count as usize;
     let keys = layout.keys(room.partition)?;
     let (cut, recovered, entries) = match &since {
         Some(since) => {

@@ -11,7 +11,7 @@ use std::os::raw::c_int;
 
 use redis_module::raw::{self, KeyType, RedisModuleStreamID};
 use redis_module::{Context, ContextFlags, RedisError, RedisString};
-use roomcast_common::entry::{Kind, KIND};
+use roomcast_common::entry::{self, Kind};
 use roomcast_common::keys::PartitionKeys;
 
 use crate::args::{coded, err};
@@ -45,18 +45,12 @@ pub struct Entry {
 
 impl Entry {
     /// An entry of `kind`; `values` must match [`Kind::fields`] in order.
+    /// The layout is [`entry::encode`]'s, the one the edge's decoder is tested against.
     pub fn new(ctx: &Context, kind: Kind, values: &[&[u8]]) -> Result<Self, RedisError> {
-        let names = kind.fields();
-        if names.len() != values.len() {
-            return Err(err("internal: inbox entry has the wrong number of fields"));
-        }
-        let mut fields = Vec::with_capacity(2 + 2 * names.len());
-        fields.push(ctx.create_string(KIND));
-        fields.push(ctx.create_string(kind.as_str()));
-        for (name, value) in names.iter().zip(values) {
-            fields.push(ctx.create_string(*name));
-            fields.push(RedisString::create_from_slice(ctx.get_raw(), value));
-        }
+        let flat = entry::encode(kind, values)
+            .ok_or_else(|| err("internal: inbox entry has the wrong number of fields"))?;
+        let mut fields = Vec::with_capacity(2 + 2 * values.len());
+        fields.extend(flat.map(|bytes| RedisString::create_from_slice(ctx.get_raw(), bytes)));
         Ok(Self { fields })
     }
 

@@ -90,7 +90,7 @@ redis_module! {
     init: init,
     info: info_section,
     commands: [
-        ["rc.node.lease", node::lease, "write deny-oom fast", 1, 1, 1, ""],
+        ["rc.node.lease", node::lease, "write fast", 1, 1, 1, ""],
         ["rc.node.down", node::down, "write", 1, 1, 1, ""],
         ["rc.connect", presence::connect, "write deny-oom fast", 1, 1, 1, ""],
         ["rc.disconnect", presence::disconnect, "write fast", 1, 1, 1, ""],

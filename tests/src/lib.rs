@@ -61,6 +61,51 @@ pub struct Redis {
     _tmp: Option<tempfile::TempDir>,
     /// Extra `redis-server` arguments it was started with (for restarts).
     args: Vec<String>,
+    /// Environment variables of the process (e.g. [`shifted_clock`]'s), kept for restarts.
+    env: Vec<(String, String)>,
+}
+
+/// The environment that runs a process with its wall clock shifted by `offset_ms`
+/// (`5_000`, `60_000`, negative for the past): `LD_PRELOAD` of `clockshift.c` (built
+/// with `cc` on first use, into `target/clockshift/`) and `ROOMCAST_CLOCK_SHIFT_MS`.
+/// Only wall-clock time (what Redis and the module read as "now") moves; monotonic
+/// clocks do not.
+///
+/// Why not libfaketime (the Debian package `faketime`): Debian's redis-server is linked
+/// with jemalloc, which calls `clock_gettime()` while libfaketime initialises; libfaketime
+/// detects the recursion and gives up, and redis-server never starts (libfaketime issue
+/// #130). The shim has no initialisation and never allocates, so it works there.
+///
+/// Panics when the shim cannot be built: clock tests must fail loudly, never skip.
+pub fn shifted_clock(offset_ms: i64) -> Vec<(String, String)> {
+    vec![
+        ("LD_PRELOAD".to_string(), clock_shim().display().to_string()),
+        ("ROOMCAST_CLOCK_SHIFT_MS".to_string(), offset_ms.to_string()),
+    ]
+}
+
+/// Builds `clockshift.c` once per process (atomically, so parallel test processes may
+/// race) and returns the library's path.
+fn clock_shim() -> &'static Path {
+    static SHIM: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    SHIM.get_or_init(|| {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/clockshift");
+        std::fs::create_dir_all(&dir).expect("create target/clockshift");
+        let source = dir.join(format!("clockshift-{}.c", std::process::id()));
+        std::fs::write(&source, include_str!("clockshift.c")).expect("write clockshift.c");
+        let built = dir.join(format!("libclockshift-{}.so", std::process::id()));
+        let status = Command::new("cc")
+            .args(["-shared", "-fPIC", "-O2", "-Wall", "-Werror", "-o"])
+            .arg(&built)
+            .arg(&source)
+            .status()
+            .unwrap_or_else(|e| panic!("cannot run cc to build the clock shim (install gcc): {e}"));
+        assert!(status.success(), "cc failed to build {}", source.display());
+        let lib = dir.join("libclockshift.so");
+        std::fs::rename(&built, &lib).expect("install libclockshift.so");
+        let _ = std::fs::remove_file(&source);
+        lib
+    })
 }
 
 impl Redis {
@@ -71,6 +116,16 @@ impl Redis {
 
     /// A fresh server with extra `redis-server` arguments (`--appendonly yes`, …).
     pub fn start_with(module_args: &[&str], server_args: &[&str]) -> Redis {
+        Self::start_env(module_args, server_args, Vec::new())
+    }
+
+    /// A fresh server whose process gets the environment variables `env` (e.g.
+    /// [`shifted_clock`]'s).
+    pub fn start_env(
+        module_args: &[&str],
+        server_args: &[&str],
+        env: Vec<(String, String)>,
+    ) -> Redis {
         let tmp = tempfile::tempdir().expect("temporary directory");
         let dir = tmp.path().to_path_buf();
         let mut args = vec![
@@ -85,6 +140,7 @@ impl Redis {
             dir,
             _tmp: Some(tmp),
             args,
+            env,
         };
         redis.spawn_on_free_port();
         redis
@@ -92,8 +148,17 @@ impl Redis {
 
     /// A replica of `primary`, with the same module arguments.
     pub fn replica_of(primary: &Redis, module_args: &[&str]) -> Redis {
+        Self::replica_of_env(primary, module_args, Vec::new())
+    }
+
+    /// A replica of `primary` whose process gets the environment variables `env`.
+    pub fn replica_of_env(
+        primary: &Redis,
+        module_args: &[&str],
+        env: Vec<(String, String)>,
+    ) -> Redis {
         let port = primary.port.to_string();
-        let replica = Self::start_with(module_args, &["--replicaof", "127.0.0.1", &port]);
+        let replica = Self::start_env(module_args, &["--replicaof", "127.0.0.1", &port], env);
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let info: String = redis::cmd("INFO")
@@ -140,6 +205,7 @@ impl Redis {
                 "yes",
             ])
             .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -194,6 +260,18 @@ impl Redis {
         panic!("redis-server did not restart:\n{}", self.log());
     }
 
+    /// Like [`Redis::restart_with`], with the process environment replaced by `env`
+    /// (e.g. restart with a [`shifted_clock`]).
+    pub fn restart_env(&mut self, extra: &[&str], env: Vec<(String, String)>) {
+        self.env = env;
+        self.restart_with(extra);
+    }
+
+    /// The server's process id (also the id of its main thread).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
     /// Kills the server process.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -215,6 +293,48 @@ impl Redis {
             .to_string()
     }
 
+    /// One field of `INFO section` (`""` when absent).
+    pub fn info_field(&self, section: &str, field: &str) -> String {
+        let info: String = redis::cmd("INFO")
+            .arg(section)
+            .query(&mut self.conn())
+            .expect("INFO");
+        let prefix = format!("{field}:");
+        info.lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    }
+
+    /// Runs many commands as one stream over a fresh connection, for bulk loads: the
+    /// commands are written by one thread while the replies are read, and only errors
+    /// are kept (one entry per command: `None` for success, `Some(error line)`).
+    /// Much faster than a client pipeline in a debug build.
+    pub fn bulk(&self, cmds: &[Vec<String>]) -> Vec<Option<String>> {
+        use std::io::{BufReader, BufWriter, Write};
+        let stream = std::net::TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
+        let mut writer = BufWriter::with_capacity(1 << 16, stream.try_clone().expect("clone"));
+        let mut reader = BufReader::with_capacity(1 << 16, stream);
+        std::thread::scope(|scope| {
+            scope.spawn(move || {
+                for argv in cmds {
+                    write!(writer, "*{}\r\n", argv.len()).expect("write");
+                    for arg in argv {
+                        write!(writer, "${}\r\n", arg.len()).expect("write");
+                        writer.write_all(arg.as_bytes()).expect("write");
+                        writer.write_all(b"\r\n").expect("write");
+                    }
+                }
+                writer.flush().expect("flush");
+            });
+            let mut line = Vec::with_capacity(256);
+            cmds.iter()
+                .map(|_| skip_reply(&mut reader, &mut line))
+                .collect()
+        })
+    }
+
     /// Runs one command and returns the raw reply (errors as `Err`).
     pub fn cmd(&self, conn: &mut Connection, args: &[&str]) -> redis::RedisResult<Value> {
         let mut cmd = redis::cmd(args.first().copied().unwrap_or("PING"));
@@ -222,6 +342,40 @@ impl Redis {
             cmd.arg(*a);
         }
         cmd.query(conn)
+    }
+}
+
+/// Reads one RESP reply; `Some(message)` when it is an error.
+fn skip_reply(reader: &mut impl std::io::BufRead, line: &mut Vec<u8>) -> Option<String> {
+    line.clear();
+    reader.read_until(b'\n', line).expect("read a reply");
+    let (kind, rest) = line.split_first().expect("an empty reply");
+    let number = || {
+        let digits = rest.strip_suffix(b"\r\n").unwrap_or(rest);
+        std::str::from_utf8(digits)
+            .ok()
+            .and_then(|d| d.parse::<i64>().ok())
+            .expect("a length")
+    };
+    match kind {
+        b'-' => Some(String::from_utf8_lossy(rest).trim_end().to_string()),
+        b'$' => {
+            let len = number();
+            if len >= 0 {
+                let mut body = vec![0; len as usize + 2];
+                reader.read_exact(&mut body).expect("bulk body");
+            }
+            None
+        }
+        b'*' => {
+            let mut error = None;
+            for _ in 0..number().max(0) {
+                let inner = skip_reply(reader, line);
+                error = error.or(inner);
+            }
+            error
+        }
+        _ => None,
     }
 }
 

@@ -184,6 +184,25 @@ fn rejoining_with_the_last_offset_hundreds_of_times_loses_and_repeats_nothing() 
     assert!(published > 1000, "{published} published");
 }
 
+/// Connects as `user` once the edge's own Redis connection is back: until then a
+/// connection is closed 1011 "unavailable: retry later", and a client retries.
+fn connect_when_back(edge: &Edge, user: &str) -> WsClient {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut ws = edge
+            .try_connect(&format!("/ws?user={user}"), &[])
+            .unwrap_open();
+        match ws.recv_json(T) {
+            Ok(welcome) if welcome["op"] == "welcome" => return ws,
+            Ok(other) => panic!("{user}: expected a welcome, got {other}"),
+            Err(e) => {
+                assert!(Instant::now() < deadline, "{user}: never welcomed: {e}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+}
+
 #[test]
 fn clients_resuming_after_redis_lost_its_data_are_told_to_resync() {
     let mut redis = Redis::start(&["history-len", "1000"]);
@@ -218,7 +237,7 @@ fn clients_resuming_after_redis_lost_its_data_are_told_to_resync() {
         "a new epoch starts at 1: {new_offset}"
     );
     for (user, offset) in offsets {
-        let (mut ws, _) = edge.connect(user);
+        let mut ws = connect_when_back(&edge, user);
         let (replay, ack) = join(&mut ws, "lobby", Some(&offset), 9);
         assert_eq!(ack["recovered"], false, "{user}: {ack}");
         assert!(replay.is_empty(), "{user}: no replay across epochs");

@@ -5,8 +5,9 @@ use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
 
 use redis_module::{Context, InfoContext, RedisError, RedisResult, RedisString, RedisValue};
+use roomcast_common::command;
 
-use crate::args::arity;
+use crate::args::check;
 use crate::ops;
 use crate::state::{self, layout, GAUGES};
 
@@ -70,7 +71,7 @@ fn int(n: u64) -> RedisValue {
 /// `{tag}:inbox:<node>`; `per-partition` under Redis Cluster), live gauges `nodes`, `connections`, `rooms`, then this
 /// server's counters `published`, `sent`, `routed`, `limited`, `banned`, `swept_nodes`.
 pub fn info(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
-    arity(&args, 1, 1)?;
+    check(command::info(&args))?;
     let layout = layout()?;
     let census = census(ctx)?;
     let mut out = vec![

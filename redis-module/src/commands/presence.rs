@@ -1,28 +1,22 @@
 //! `RC.CONNECT`, `RC.DISCONNECT` and `RC.CONNS`: which connections a user has, where.
 
-use redis_module::{Context, RedisError, RedisResult, RedisString, RedisValue};
-use roomcast_common::json;
+use redis_module::{Context, RedisResult, RedisString, RedisValue};
+use roomcast_common::command::{self, Connect, Disconnect};
 
-use crate::args::{self, arity, at, coded, err};
+use crate::args::{check, coded, err};
 use crate::membership::{self, conn_value, require_lease, split_conn_value};
 use crate::state::layout;
 use crate::{config, ops};
 
-/// Largest `META` document, in bytes.
-const MAX_META_BYTES: usize = 4096;
-
 /// `RC.CONNECT user node conn [META json]` → the user's number of connections.
 pub fn connect(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
-    arity(&args, 4, 6)?;
     let layout = layout()?;
-    let user = args::name(layout, at(&args, 1)?, "user")?;
-    let node = args::id(at(&args, 2)?, "node")?;
-    let conn = args::id(at(&args, 3)?, "connection")?;
-    let [meta] = args::options(args.get(4..).unwrap_or_default(), ["META"])?;
-    let meta = match meta {
-        Some(meta) => Some(check_meta(meta.as_slice())?),
-        None => None,
-    };
+    let Connect {
+        user,
+        node,
+        conn,
+        meta,
+    } = check(command::connect(&layout.partitioner, &args))?;
     let keys = layout.keys(user.partition)?;
     require_lease(ctx, keys, node)?;
 
@@ -69,33 +63,18 @@ pub fn connect(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     ))
 }
 
-fn check_meta(meta: &[u8]) -> Result<&str, RedisError> {
-    if meta.len() > MAX_META_BYTES {
-        return Err(err(format!("META is larger than {MAX_META_BYTES} bytes")));
-    }
-    if !json::is_valid(meta) {
-        return Err(err("META must be a valid JSON document"));
-    }
-    let text = std::str::from_utf8(meta).map_err(|_| err("META must be UTF-8"))?;
-    Ok(text.trim())
-}
-
 /// `RC.DISCONNECT user node conn` → 1 when removed, 0 when it was not registered.
 pub fn disconnect(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
-    arity(&args, 4, 4)?;
     let layout = layout()?;
-    let user = args::name(layout, at(&args, 1)?, "user")?;
-    let node = args::id(at(&args, 2)?, "node")?;
-    let conn = args::id(at(&args, 3)?, "connection")?;
+    let Disconnect { user, node, conn } = check(command::disconnect(&layout.partitioner, &args))?;
     let removed = membership::disconnect(ctx, layout.keys(user.partition)?, user.name, node, conn)?;
     Ok(RedisValue::Integer(i64::from(removed)))
 }
 
 /// `RC.CONNS user` → `[[conn, node, meta-or-nil], …]`, sorted by connection id.
 pub fn conns(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
-    arity(&args, 2, 2)?;
     let layout = layout()?;
-    let user = args::name(layout, at(&args, 1)?, "user")?;
+    let user = check(command::conns(&layout.partitioner, &args))?;
     let mut list = membership::user_conns(ctx, layout.keys(user.partition)?, user.name)?;
     list.sort();
     Ok(RedisValue::Array(

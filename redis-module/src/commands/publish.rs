@@ -2,24 +2,21 @@
 //! that hold a recipient — O(nodes), never O(members).
 
 use redis_module::{Context, RedisError, RedisResult, RedisString, RedisValue};
+use roomcast_common::command::{self, Direct, Publish};
 use roomcast_common::entry::Kind;
 use roomcast_common::keys::split_pair;
 
-use crate::args::{self, arity, at, err};
+use crate::args::check;
 use crate::inbox::{self, Entry};
 use crate::state::{layout, PUBLISHED, SENT};
 use crate::{config, history, membership, ops, sender};
 
 /// Refuses payloads over `max-payload-bytes`.
 fn check_payload(data: &[u8]) -> Result<(), RedisError> {
-    let max = config::get(&config::MAX_PAYLOAD_BYTES);
-    if data.len() as u64 > max.max(0) as u64 {
-        return Err(err(format!(
-            "payload too large: {} bytes, max-payload-bytes is {max}",
-            data.len()
-        )));
-    }
-    Ok(())
+    check(command::payload(
+        data,
+        config::get(&config::MAX_PAYLOAD_BYTES),
+    ))
 }
 
 /// `RC.PUBLISH room data [FROM user] [CONN conn]` → `[connections, nodes, offset]`.
@@ -28,13 +25,13 @@ fn check_payload(data: &[u8]) -> Result<(), RedisError> {
 /// `CONN` excluded), `nodes` the inboxes written, `offset` the message's place in the
 /// room's history (`<epoch>:<seq>`; nil while `history-len` is 0).
 pub fn publish(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
-    arity(&args, 3, 7)?;
     let layout = layout()?;
-    let room = args::name(layout, at(&args, 1)?, "room")?;
-    let data = at(&args, 2)?.as_slice();
-    let [from, conn] = args::options(args.get(3..).unwrap_or_default(), ["FROM", "CONN"])?;
-    let from = from.map(|f| args::name(layout, f, "sender")).transpose()?;
-    let conn = conn.map(|c| args::id(c, "connection")).transpose()?;
+    let Publish {
+        room,
+        data,
+        from,
+        conn,
+    } = check(command::publish(&layout.partitioner, &args))?;
     check_payload(data)?;
     if let Some(from) = &from {
         sender::check(ctx, from.name, room.partition)?;
@@ -96,12 +93,8 @@ pub fn publish(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
 /// `RC.SEND user data [FROM user]` → `[connections, nodes]`: a direct message to every
 /// connection of a user. `FROM` is subject to the same policy as `RC.PUBLISH`.
 pub fn send(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
-    arity(&args, 3, 5)?;
     let layout = layout()?;
-    let user = args::name(layout, at(&args, 1)?, "user")?;
-    let data = at(&args, 2)?.as_slice();
-    let [from] = args::options(args.get(3..).unwrap_or_default(), ["FROM"])?;
-    let from = from.map(|f| args::name(layout, f, "sender")).transpose()?;
+    let Direct { user, data, from } = check(command::send(&layout.partitioner, &args))?;
     check_payload(data)?;
     if let Some(from) = &from {
         sender::check(ctx, from.name, user.partition)?;

@@ -1,8 +1,9 @@
 //! `RC.JOIN`, `RC.LEAVE`, `RC.MEMBERS`, `RC.PRESENCE`: room membership.
 
 use redis_module::{Context, RedisResult, RedisString, RedisValue};
+use roomcast_common::command::{self, Join, Leave, Since};
 
-use crate::args::{self, arity, at};
+use crate::args::check;
 use crate::membership::{self, require_lease};
 use crate::state::layout;
 use crate::{config, history, ops};
@@ -17,18 +18,14 @@ use crate::{config, history, ops};
 /// is impossible (history off, epoch changed, or trimmed past `offset`); `SINCE $` only
 /// asks for the cut.
 pub fn join(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
-    arity(&args, 5, 7)?;
     let layout = layout()?;
-    let room = args::name(layout, at(&args, 1)?, "room")?;
-    let node = args::id(at(&args, 2)?, "node")?;
-    let conn = args::id(at(&args, 3)?, "connection")?;
-    let user = args::name(layout, at(&args, 4)?, "user")?;
-    let [since] = args::options(args.get(5..).unwrap_or_default(), ["SINCE"])?;
-    let since = match since {
-        Some(arg) if arg.as_slice() == b"$" => Some(None),
-        Some(arg) => Some(Some(history::parse_since(arg)?)),
-        None => None,
-    };
+    let Join {
+        room,
+        node,
+        conn,
+        user,
+        since,
+    } = check(command::join(&layout.partitioner, &args))?;
     let keys = layout.keys(room.partition)?;
     require_lease(ctx, keys, node)?;
     let joined = membership::join(ctx, keys, room.name, node, conn, user.name)?;
@@ -36,11 +33,11 @@ pub fn join(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         return Ok(RedisValue::Integer(i64::from(joined)));
     };
     let replay = match since {
-        Some(offset) => {
+        Since::After(offset) => {
             let limit = config::get(&config::HISTORY_LEN).max(0) as usize;
             history::after(ctx, keys, room.name, &offset, limit)?
         }
-        None => history::Replay {
+        Since::Now => history::Replay {
             recovered: true,
             cut: history::current(ctx, keys, room.name)?,
             entries: Vec::new(),
@@ -57,29 +54,24 @@ pub fn join(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
 /// `RC.LEAVE room node conn` → 1 when the connection left, 0 when it was not a member.
 /// The user's last connection leaving sends a leave event to the remaining nodes.
 pub fn leave(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
-    arity(&args, 4, 4)?;
     let layout = layout()?;
-    let room = args::name(layout, at(&args, 1)?, "room")?;
-    let node = args::id(at(&args, 2)?, "node")?;
-    let conn = args::id(at(&args, 3)?, "connection")?;
+    let Leave { room, node, conn } = check(command::leave(&layout.partitioner, &args))?;
     let left = membership::leave(ctx, layout.keys(room.partition)?, room.name, node, conn)?;
     Ok(RedisValue::Integer(i64::from(left)))
 }
 
 /// `RC.MEMBERS room` → the room's connection ids, sorted.
 pub fn members(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
-    arity(&args, 2, 2)?;
     let layout = layout()?;
-    let room = args::name(layout, at(&args, 1)?, "room")?;
+    let room = check(command::room(&layout.partitioner, &args))?;
     let key = layout.keys(room.partition)?.room_conns(room.name);
     sorted_fields(ops::hgetall(ctx, &key)?)
 }
 
 /// `RC.PRESENCE room` → the distinct users in the room, sorted.
 pub fn presence(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
-    arity(&args, 2, 2)?;
     let layout = layout()?;
-    let room = args::name(layout, at(&args, 1)?, "room")?;
+    let room = check(command::room(&layout.partitioner, &args))?;
     let key = layout.keys(room.partition)?.room_users(room.name);
     sorted_fields(ops::hgetall(ctx, &key)?)
 }

@@ -2,14 +2,12 @@
 //! on Redis time, with TTLs rounded up and its effect replicated as `SET … PXAT`.
 
 use redis_module::{Context, RedisResult, RedisString, RedisValue};
-use roomcast_common::gcra::{self, ceil_millis, ceil_seconds, Quota, TatStore};
+use roomcast_common::command::{self, Throttle};
+use roomcast_common::gcra::{self, ceil_millis, ceil_seconds, TatStore};
 
-use crate::args::{self, arity, at, err};
+use crate::args::check;
 use crate::ops;
 use crate::state::layout;
-
-/// Largest value accepted for any numeric argument.
-const MAX_ARG: i64 = 1 << 40;
 
 /// A throttle key's TAT in Redis.
 struct KeyStore {
@@ -37,17 +35,12 @@ impl TatStore for KeyStore {
 /// `[limited, limit, remaining, retry_after_s, reset_after_s]` (seconds rounded up;
 /// `retry_after_s` is -1 when allowed).
 pub fn throttle(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
-    arity(&args, 5, 6)?;
     let layout = layout()?;
-    let key = args::name(layout, at(&args, 1)?, "key")?;
-    let max_burst = args::int(at(&args, 2)?, "max_burst", 0, MAX_ARG)?;
-    let count = args::int(at(&args, 3)?, "count", 1, MAX_ARG)?;
-    let period = args::int(at(&args, 4)?, "period", 1, MAX_ARG)?;
-    let quantity = match args.get(5) {
-        Some(q) => args::int(q, "quantity", 0, MAX_ARG)?,
-        None => 1,
-    };
-    let quota = Quota::per_period(max_burst, count, period).map_err(err)?;
+    let Throttle {
+        key,
+        quota,
+        quantity,
+    } = check(command::throttle(&layout.partitioner, &args))?;
 
     let name = layout.keys(key.partition)?.throttle(key.name);
     let tat_us = ops::get_string(ctx, &name)?
