@@ -168,23 +168,18 @@ struct Backing {
 }
 
 fn backing(config: &Config) -> Result<Backing, String> {
-    if config.echo {
+    if config.echo || config.bench_floor {
+        let banner = if config.echo {
+            "echo mode (conformance testing only: every message is echoed back)"
+        } else {
+            "bench-floor mode (benchmark reference only: rooms are local to each worker)"
+        };
         return Ok(Backing {
             embedded: None,
             client: None,
             layout: Partitioner::new(1)?,
             shared_inbox: true,
-            banner: "echo mode (conformance testing only: every message is echoed back)".into(),
-        });
-    }
-    if config.bench_floor {
-        return Ok(Backing {
-            embedded: None,
-            client: None,
-            layout: Partitioner::new(1)?,
-            shared_inbox: true,
-            banner: "bench-floor mode (benchmark reference only: rooms are local to each worker)"
-                .into(),
+            banner: banner.into(),
         });
     }
     let embedded = match &config.redis {
