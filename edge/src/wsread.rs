@@ -25,6 +25,8 @@ pub const OP_PONG: u8 = 0xA;
 
 /// Bytes asked of the socket per read (at least).
 const READ_CHUNK: usize = 512;
+/// Bytes read at a time while discarding what a closing peer still sends.
+const DISCARD_CHUNK: usize = 4096;
 /// A buffer grown past this by a large frame is released once that frame is consumed.
 const KEEP_CAPACITY: usize = 16 * 1024;
 /// Most bytes reserved ahead of what has arrived: a header may declare up to the cap,
@@ -103,14 +105,19 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// frames: what follows a refused frame header is its payload, not a frame, and
     /// nothing is buffered beyond one small chunk.
     pub async fn discard_until_eof(&mut self) {
-        self.buf = Vec::new();
+        // The scratch space is the reader's own heap buffer: a local array held across
+        // the await would sit in every connection's task, idle or not.
         self.start = 0;
-        let mut chunk = [0u8; 4096];
-        while let Ok(n) = self.io.read(&mut chunk).await {
-            if n == 0 {
-                break;
+        self.buf.clear();
+        self.buf.reserve(DISCARD_CHUNK);
+        loop {
+            self.buf.clear();
+            match self.io.read_buf(&mut self.buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
             }
         }
+        self.buf = Vec::new();
     }
 
     /// Reads the next frame; frames with a payload over `max_payload` are refused.
