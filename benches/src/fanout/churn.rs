@@ -238,10 +238,7 @@ pub async fn run(a: ChurnArgs) -> Result<Value> {
         (!v.is_empty()).then(|| v.iter().sum())
     };
     let per_op = |x: Option<f64>| x.map(|cpu| cpu * 1e6 / ops);
-    let bx = (snap_a.box_cpu, snap_b.box_cpu);
-    let box_total = (bx.1.total - bx.0.total).max(1) as f64;
-    let watched_ticks: f64 = cpu.values().filter_map(|v| *v).sum::<f64>() * hz;
-    let busy = (bx.1.busy - bx.0.busy) as f64;
+    let watched_s: f64 = cpu.values().filter_map(|v| *v).sum();
     let lat = lat.borrow();
     eprintln!(
         "[churn] done: {:.0} joins/s, {:.0} leaves/s, connect+join p99 {:.2} ms, errors {}, skipped {}",
@@ -279,12 +276,7 @@ pub async fn run(a: ChurnArgs) -> Result<Value> {
             "redis": per_op(sum_cpu("redis")),
             "generator": per_op(sum_cpu("generator")),
         },
-        "box": {
-            "busy_pct": 100.0 * busy / box_total,
-            "background_pct": 100.0 * (busy - watched_ticks).max(0.0) / box_total,
-            "steal_pct": 100.0 * (bx.1.steal - bx.0.steal) as f64 / box_total,
-            "softirq_pct": 100.0 * (bx.1.softirq - bx.0.softirq) as f64 / box_total,
-        },
+        "box": procfs::box_usage(&snap_a, &snap_b, watched_s, hz),
         "loadavg_start": load_start,
         "loadavg_end": load_end,
         "edge_metrics_delta": procfs::metrics_delta(&snap_a, &snap_b),

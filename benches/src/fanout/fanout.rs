@@ -649,10 +649,7 @@ pub async fn run(a: FanoutArgs) -> Result<Value> {
     let delivered = s.delivered_window as f64;
     let per_msg = |x: Option<f64>| x.map(|cpu| cpu * 1e6 / delivered.max(1.0));
     let (edge_cpu, redis_cpu, gen_cpu) = (sum_cpu("edge"), sum_cpu("redis"), sum_cpu("generator"));
-    let bx = (snap_a.box_cpu, snap_b.box_cpu);
-    let box_total = (bx.1.total - bx.0.total).max(1) as f64;
-    let watched_ticks: f64 = cpu.values().filter_map(|v| *v).sum::<f64>() * hz;
-    let busy = (bx.1.busy - bx.0.busy) as f64;
+    let watched_s: f64 = cpu.values().filter_map(|v| *v).sum();
     eprintln!(
         "[{label}] done: {:.0} deliveries/s, p50 {:.2} ms, p99 {:.2} ms, loss {}, dup {dup}, ooo {ooo}, errors {}",
         delivered / a.seconds,
@@ -704,12 +701,7 @@ pub async fn run(a: FanoutArgs) -> Result<Value> {
             "generator": per_msg(gen_cpu),
         },
         "generator_core_pct": gen_cpu.map(|g| 100.0 * g / window_s),
-        "box": {
-            "busy_pct": 100.0 * busy / box_total,
-            "background_pct": 100.0 * (busy - watched_ticks).max(0.0) / box_total,
-            "steal_pct": 100.0 * (bx.1.steal - bx.0.steal) as f64 / box_total,
-            "softirq_pct": 100.0 * (bx.1.softirq - bx.0.softirq) as f64 / box_total,
-        },
+        "box": procfs::box_usage(&snap_a, &snap_b, watched_s, hz),
         "loadavg_start": load_start,
         "loadavg_end": load_end,
         "edge_metrics_delta": procfs::metrics_delta(&snap_a, &snap_b),

@@ -89,6 +89,21 @@ pub fn box_cpu() -> BoxCpu {
     }
 }
 
+/// The whole box between two snapshots, in % of all its CPU time: busy, background
+/// (busy minus the watched processes' `watched_s` CPU-seconds), steal and softirq —
+/// what decides whether a trial was measured on a quiet box.
+pub fn box_usage(a: &Snapshot, b: &Snapshot, watched_s: f64, hz: f64) -> serde_json::Value {
+    let (x, y) = (a.box_cpu, b.box_cpu);
+    let total = (y.total - x.total).max(1) as f64;
+    let busy = (y.busy - x.busy) as f64;
+    serde_json::json!({
+        "busy_pct": 100.0 * busy / total,
+        "background_pct": 100.0 * (busy - watched_s * hz).max(0.0) / total,
+        "steal_pct": 100.0 * (y.steal - x.steal) as f64 / total,
+        "softirq_pct": 100.0 * (y.softirq - x.softirq) as f64 / total,
+    })
+}
+
 /// One snapshot of everything watched.
 pub struct Snapshot {
     pub ticks: BTreeMap<String, Option<u64>>,
