@@ -39,18 +39,7 @@ impl Offset {
 
     /// A new epoch from a clock reading in milliseconds.
     pub fn epoch_from_millis(ms: u64) -> String {
-        let mut n = ms;
-        let mut digits = Vec::new();
-        loop {
-            let d = (n % 36) as u8;
-            digits.push(if d < 10 { b'0' + d } else { b'a' + d - 10 });
-            n /= 36;
-            if n == 0 {
-                break;
-            }
-        }
-        digits.reverse();
-        String::from_utf8(digits).unwrap_or_default()
+        base36(ms)
     }
 
     /// The offset that follows this one in the same epoch.
@@ -59,6 +48,56 @@ impl Offset {
             epoch: self.epoch.clone(),
             seq: self.seq.saturating_add(1),
         }
+    }
+}
+
+/// `n` in base 36 (`[0-9a-z]`, most significant digit first): how epochs and eras are
+/// written.
+pub fn base36(n: u64) -> String {
+    let mut n = n;
+    let mut digits = Vec::new();
+    loop {
+        let d = (n % 36) as u8;
+        digits.push(if d < 10 { b'0' + d } else { b'a' + d - 10 });
+        n /= 36;
+        if n == 0 {
+            break;
+        }
+    }
+    digits.reverse();
+    String::from_utf8(digits).unwrap_or_default()
+}
+
+/// A room's stored position: its last offset and the era of the primary that wrote it.
+///
+/// Stored as `<epoch> <seq> <era>`; positions written before eras existed have no third
+/// field and read as belonging to no era (so the next message starts a new epoch).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Position {
+    /// The room's last offset.
+    pub offset: Offset,
+    /// The era that wrote it (empty when unknown).
+    pub era: String,
+}
+
+impl Position {
+    /// Parses the stored form `<epoch> <seq> [<era>]`.
+    pub fn parse(text: &str) -> Option<Position> {
+        let mut words = text.split(' ');
+        let (epoch, seq) = (words.next()?, words.next()?);
+        let era = words.next().unwrap_or("");
+        if words.next().is_some() {
+            return None;
+        }
+        Some(Position {
+            offset: Offset::parse(&format!("{epoch}:{seq}"))?,
+            era: era.to_string(),
+        })
+    }
+
+    /// The stored form.
+    pub fn encode(&self) -> String {
+        format!("{} {} {}", self.offset.epoch, self.offset.seq, self.era)
     }
 }
 
@@ -81,8 +120,22 @@ mod tests {
         assert_eq!(Offset::parse(&o.to_string()), Some(o.clone()));
         assert_eq!(o.next().seq, 43);
         assert_eq!(Offset::epoch_from_millis(0), "0");
+        assert_eq!(base36(u64::MAX), "3w5e11264sgsf");
         assert_eq!(Offset::epoch_from_millis(35), "z");
         assert_eq!(Offset::epoch_from_millis(36), "10");
+    }
+
+    #[test]
+    fn positions_carry_their_era() {
+        let p = Position::parse("kx1 7 3f9").unwrap();
+        assert_eq!(p.offset.to_string(), "kx1:7");
+        assert_eq!(p.era, "3f9");
+        assert_eq!(Position::parse(&p.encode()), Some(p));
+        // Written before eras existed: no era.
+        assert_eq!(Position::parse("kx1 7").unwrap().era, "");
+        for bad in ["", "kx1", "kx1 x", "kx1 7 a b", "KX 7 a"] {
+            assert_eq!(Position::parse(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -16,12 +16,12 @@ use redis_module::raw::RedisModuleStreamID;
 use redis_module::{Context, RedisError, RedisResult, RedisString, RedisValue};
 use roomcast_common::command::{self, History};
 use roomcast_common::keys::PartitionKeys;
-use roomcast_common::offset::Offset;
+use roomcast_common::offset::{Offset, Position};
 
 use crate::args::{check, err};
 use crate::inbox::Entry;
 use crate::state::layout;
-use crate::{config, ops};
+use crate::{config, era, ops};
 
 /// One retained message.
 pub struct Retained {
@@ -48,22 +48,32 @@ pub fn enabled() -> bool {
     config::get(&config::HISTORY_LEN) > 0
 }
 
+/// The room's stored position (last offset and the era that wrote it), if it has history.
+fn position(
+    ctx: &Context,
+    keys: &PartitionKeys,
+    room: &str,
+) -> Result<Option<Position>, RedisError> {
+    let Some(bytes) = ops::get_string(ctx, &keys.room_seq(room))? else {
+        return Ok(None);
+    };
+    Ok(Position::parse(&String::from_utf8_lossy(&bytes)))
+}
+
 /// The room's current position, if it has history.
 pub fn current(
     ctx: &Context,
     keys: &PartitionKeys,
     room: &str,
 ) -> Result<Option<Offset>, RedisError> {
-    let Some(bytes) = ops::get_string(ctx, &keys.room_seq(room))? else {
-        return Ok(None);
-    };
-    let text = String::from_utf8_lossy(&bytes);
-    Ok(text
-        .split_once(' ')
-        .and_then(|(epoch, seq)| Offset::parse(&format!("{epoch}:{seq}"))))
+    Ok(position(ctx, keys, room)?.map(|p| p.offset))
 }
 
 /// Records one message of `room`: assigns its offset and keeps it. Returns the offset.
+///
+/// The count goes on only within the era that wrote the room's position; otherwise
+/// (first message, history lost, or another primary wrote it — see [`era`]) the message
+/// starts a new epoch.
 pub fn record(
     ctx: &Context,
     keys: &PartitionKeys,
@@ -73,19 +83,28 @@ pub fn record(
 ) -> Result<Offset, RedisError> {
     let now = ops::now_ms();
     let hist_key = keys.room_hist(room);
-    let next = match current(ctx, keys, room)? {
-        Some(position) => position.next(),
-        None => {
+    let era = era::current();
+    let next = match position(ctx, keys, room)? {
+        Some(position) if position.era == era => position.offset.next(),
+        stale => {
             // A new epoch: whatever an older epoch left behind is not this history.
             ops::write(ctx, "DEL", &[hist_key.as_bytes()])?;
-            Offset {
-                epoch: Offset::epoch_from_millis(u64::try_from(now).unwrap_or(0)),
-                seq: 1,
+            let mut epoch_ms = u64::try_from(now).unwrap_or(0);
+            let mut epoch = Offset::epoch_from_millis(epoch_ms);
+            // Another server's clock may have named the old epoch the same.
+            if stale.is_some_and(|p| p.offset.epoch == epoch) {
+                epoch_ms = epoch_ms.saturating_add(1);
+                epoch = Offset::epoch_from_millis(epoch_ms);
             }
+            Offset { epoch, seq: 1 }
         }
     };
     let seq_key = keys.room_seq(room);
-    let value = format!("{} {}", next.epoch, next.seq);
+    let value = Position {
+        offset: next.clone(),
+        era,
+    }
+    .encode();
     let ttl = config::get(&config::HISTORY_TTL_MS);
     if ttl > 0 {
         ops::set_until(ctx, &seq_key, &value, now.saturating_add(ttl))?;

@@ -20,6 +20,7 @@
 //! - [`state`]: the partition layout fixed at load, activity counters and gauges.
 //! - [`args`]: argument checking shared by all commands.
 //! - [`ops`]: replicated writes and low-level reads of plain Redis values.
+//! - [`era`]: which primary run writes room positions; a new one starts new epochs.
 //! - [`history`]: room history: offsets, retained messages, replay for gapless joins.
 //! - [`inbox`]: the publish hot path: low-level `XADD` into node inboxes + replication.
 //! - [`membership`]: joins, leaves, connections and node removal inside a partition.
@@ -33,6 +34,7 @@
 pub mod args;
 pub mod commands;
 pub mod config;
+pub mod era;
 pub mod history;
 pub mod inbox;
 pub mod membership;

@@ -250,3 +250,95 @@ fn history_expires_after_its_ttl_and_starts_a_new_epoch() {
     let h = redis.cmd(&mut c, &["RC.HISTORY", "lobby"]).unwrap();
     assert_eq!(strings(&array(&array(&h)[2])[0])[2], "b");
 }
+
+/// `RC.JOIN room n1 conn user SINCE since` → (recovered, cut, replayed data).
+fn join_since(
+    redis: &Redis,
+    c: &mut redis::Connection,
+    conn: &str,
+    since: &str,
+) -> (i64, String, Vec<String>) {
+    let reply = redis
+        .cmd(c, &["RC.JOIN", "lobby", "n1", conn, conn, "SINCE", since])
+        .unwrap();
+    let reply = array(&reply);
+    let data = entries(&reply[3]).into_iter().map(|(_, d)| d).collect();
+    (int(&reply[1]), text(&reply[2]), data)
+}
+
+/// A promoted replica may lack the last messages the old primary acknowledged, so it
+/// must not hand their seqs to new messages: its first message starts a new epoch. What
+/// it does hold of the old epoch is still recoverable up to its position.
+#[test]
+fn a_promoted_replica_starts_a_new_epoch_and_never_reuses_seqs() {
+    let primary = Redis::start(&["history-len", "100"]);
+    let replica = Redis::replica_of(&primary, &["history-len", "100"]);
+    let (mut p, mut r) = (primary.conn(), replica.conn());
+    let old: Vec<String> = (1..=3)
+        .map(|i| publish(&primary, &mut p, "lobby", &i.to_string()))
+        .collect();
+    roomcast_tests::roomcast::wait_replicas(&mut p, 1);
+    // The replica is cut off and promoted; the old primary still acknowledges message 4.
+    replica.cmd(&mut r, &["REPLICAOF", "NO", "ONE"]).unwrap();
+    let lost = publish(&primary, &mut p, "lobby", "4");
+    assert_eq!(split(&lost), (split(&old[0]).0, 4));
+
+    replica
+        .cmd(&mut r, &["RC.NODE.LEASE", "lobby", "n1", "60000"])
+        .unwrap();
+    // Behind the new primary's position: recovered from what it holds.
+    assert_eq!(
+        join_since(&replica, &mut r, "c1", &old[1]),
+        (1, old[2].clone(), vec!["3".to_string()])
+    );
+    // A client that saw the lost message cannot resume from it.
+    assert_eq!(join_since(&replica, &mut r, "c2", &lost).0, 0);
+
+    // The first message on the new primary starts a new epoch; the count goes on in it.
+    let first = publish(&replica, &mut r, "lobby", "new 1");
+    assert_ne!(split(&first).0, split(&old[0]).0, "a new epoch");
+    assert_eq!(split(&first).1, 1);
+    let second = publish(&replica, &mut r, "lobby", "new 2");
+    assert_eq!(split(&second), (split(&first).0, 2));
+    // Offsets of the old epoch are never taken for the new one.
+    for since in [&old[2], &lost] {
+        assert_eq!(join_since(&replica, &mut r, "c3", since).0, 0, "{since}");
+    }
+    assert!(
+        replica.log().contains("became a primary: new era"),
+        "{}",
+        replica.log()
+    );
+}
+
+/// A restart (here from an AOF written with `appendfsync always`) starts a new era too:
+/// the retained messages stay recoverable, and the next message starts a new epoch, since
+/// with `everysec` the last acknowledged second could be missing.
+#[test]
+fn a_restarted_primary_keeps_history_readable_and_starts_a_new_epoch() {
+    let mut redis = Redis::start_with(
+        &["history-len", "100"],
+        &["--appendonly", "yes", "--appendfsync", "always"],
+    );
+    let mut c = redis.conn();
+    let old: Vec<String> = (1..=2)
+        .map(|i| publish(&redis, &mut c, "lobby", &i.to_string()))
+        .collect();
+    // Without a restart the count goes on in the same epoch.
+    redis.cmd(&mut c, &["DEBUG", "RELOAD"]).unwrap();
+    let third = publish(&redis, &mut c, "lobby", "3");
+    assert_eq!(split(&third), (split(&old[0]).0, 3));
+    drop(c);
+    redis.restart_with(&[]);
+    let mut c = redis.conn();
+    redis
+        .cmd(&mut c, &["RC.NODE.LEASE", "lobby", "n1", "60000"])
+        .unwrap();
+    assert_eq!(
+        join_since(&redis, &mut c, "c1", &old[0]),
+        (1, third.clone(), vec!["2".to_string(), "3".to_string()])
+    );
+    let next = publish(&redis, &mut c, "lobby", "4");
+    assert_ne!(split(&next).0, split(&old[0]).0);
+    assert_eq!(split(&next).1, 1);
+}

@@ -1,0 +1,85 @@
+//! The serving era: one uninterrupted stretch during which this server is the primary
+//! writing room histories.
+//!
+//! A room's offsets (`<epoch>:<seq>`) are only trustworthy while one primary keeps
+//! counting them. When another server takes over — a replica promoted by Sentinel or by
+//! `REPLICAOF NO ONE`, or a primary restarted from its AOF/RDB — the data it starts from
+//! may lack the last messages the previous primary acknowledged (replication and
+//! `appendfsync everysec` are asynchronous). Continuing the old count would hand those
+//! seqs to *different* messages, and a client that saw the lost ones would take the new
+//! ones for duplicates, or resume past them: an undetected gap.
+//!
+//! So every room position records the era that wrote it, and the first message of a room
+//! in a new era starts a new epoch. The era is picked when the module loads and again
+//! whenever this server becomes a primary; it lives in memory only, never in the
+//! dataset, so a replica or a reload from disk can never inherit it. What the new primary
+//! still holds of the old epoch stays readable (a client that is behind it recovers up to
+//! the old position, then sees the epoch change and resyncs).
+
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use redis_module::server_events::ServerRole;
+use redis_module::Context;
+use redis_module_macros::role_changed_event_handler;
+use roomcast_common::offset::base36;
+
+use crate::ops;
+
+/// The current era (0 until the module has picked one).
+static ERA: AtomicU64 = AtomicU64::new(0);
+
+/// A new era id: unlike any other server's or any earlier one of this server's (time,
+/// process and a per-process random seed, hashed).
+fn fresh() -> u64 {
+    let mut hasher = RandomState::new().build_hasher();
+    hasher.write_i64(ops::now_ms());
+    hasher.write_u32(std::process::id());
+    hasher.write_u64(ERA.load(Ordering::Relaxed));
+    // 0 means "none picked yet".
+    hasher.finish().max(1)
+}
+
+/// Starts a new era (at load, and when this server becomes a primary).
+pub fn renew() -> u64 {
+    let era = fresh();
+    ERA.store(era, Ordering::Relaxed);
+    era
+}
+
+/// The current era as it is written into room positions (base 36).
+pub fn current() -> String {
+    let era = match ERA.load(Ordering::Relaxed) {
+        0 => renew(),
+        era => era,
+    };
+    base36(era)
+}
+
+/// A promoted server starts a new era, so every room's next message starts a new epoch.
+#[role_changed_event_handler]
+fn on_role_changed(ctx: &Context, role: ServerRole) {
+    if role == ServerRole::Primary {
+        let era = renew();
+        ctx.log_notice(&format!(
+            "roomcast: this server became a primary: new era {}; each room's next message \
+             starts a new history epoch",
+            base36(era)
+        ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn eras_differ_and_are_never_zero() {
+        let a = renew();
+        let b = renew();
+        assert_ne!(a, 0);
+        assert_ne!(a, b);
+        assert_eq!(current(), base36(b));
+    }
+}
