@@ -10,6 +10,7 @@
 //! | `join` | `room`, `user`, `skip` | `joined` to local members of `room`, except `skip` |
 //! | `leave` | `room`, `user` | `left` to local members of `room` |
 //! | `kick` | `user`, `conn`, `reason` | closes (1008, `reason`) `conn`, or every local connection of `user` when `conn` is empty |
+//! | `probe` | `data` | nothing: the edge writes it into its own inbox (the `data` is a counter) and reads it back to prove its reader is alive |
 //!
 //! Empty values mean "absent" (`from` of a backend publish, `skip` with no sender
 //! connection, `offset` while history is off). `data` holds the payload bytes exactly
@@ -47,6 +48,8 @@ pub enum Kind {
     Leave,
     /// Close connections of a user.
     Kick,
+    /// A liveness probe the edge appends to its own inbox (never written by the module).
+    Probe,
 }
 
 impl Kind {
@@ -58,6 +61,7 @@ impl Kind {
             Kind::Join => "join",
             Kind::Leave => "leave",
             Kind::Kick => "kick",
+            Kind::Probe => "probe",
         }
     }
 
@@ -69,6 +73,7 @@ impl Kind {
             b"join" => Some(Kind::Join),
             b"leave" => Some(Kind::Leave),
             b"kick" => Some(Kind::Kick),
+            b"probe" => Some(Kind::Probe),
             _ => None,
         }
     }
@@ -81,6 +86,7 @@ impl Kind {
             Kind::Join => &[ROOM, USER, SKIP],
             Kind::Leave => &[ROOM, USER],
             Kind::Kick => &[USER, CONN, REASON],
+            Kind::Probe => &[DATA],
         }
     }
 }
@@ -171,6 +177,7 @@ mod tests {
             Kind::Join,
             Kind::Leave,
             Kind::Kick,
+            Kind::Probe,
         ] {
             assert_eq!(Kind::parse(kind.as_str().as_bytes()), Some(kind));
             assert!(!kind.fields().contains(&KIND));

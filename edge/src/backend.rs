@@ -4,7 +4,15 @@
 //! Commands share one multiplexed connection (`ConnectionManager`, which reconnects on
 //! its own with backoff); replies are timed into the Redis round-trip histogram. The
 //! blocking inbox reader has its own connection (see `reader`).
+//!
+//! Behind Sentinel (see `target`) the primary can move: when a command fails in a way
+//! that says "not the primary (any more)" or "unreachable", the connection is dropped
+//! and the next command looks the primary up again (at most once per [`LOOKUP_GAP`]; in
+//! between, commands fail fast as `unavailable`). A command refused with `READONLY` or
+//! `NOREPLICAS` was not executed, so it is sent once more to the new primary.
 
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,15 +21,32 @@ use redis::{Cmd, Pipeline, RedisError, Value};
 
 use crate::metrics::WorkerMetrics;
 use crate::protocol::ErrorCode;
+use crate::target::{calls_for_lookup, Target};
+
+/// Least time between two lookups of the primary.
+const LOOKUP_GAP: Duration = Duration::from_millis(250);
 
 /// Command connection of one worker.
 #[derive(Clone)]
 pub struct Backend {
-    /// Multiplexed, self-reconnecting connection; `None` under `--bench-floor`, where
-    /// every command fails as unavailable (the floor's sessions send none).
-    conn: Option<ConnectionManager>,
+    /// The link to the primary; `None` under `--bench-floor` and `--echo`, where every
+    /// command fails as unavailable (those sessions send none).
+    link: Option<Rc<Link>>,
     /// Where round trips and errors are counted.
     metrics: Arc<WorkerMetrics>,
+}
+
+/// The current connection and how it was found.
+struct Link {
+    /// Where the primary is.
+    target: Arc<Target>,
+    /// Connection to the primary as last looked up; `None` until the first command, and
+    /// after a failure that calls for a new lookup.
+    current: RefCell<Option<ConnectionManager>>,
+    /// One lookup at a time; the others wait for its result.
+    lookup: tokio::sync::Mutex<()>,
+    /// When the last lookup happened, and whether it failed.
+    last_lookup: Cell<Option<(Instant, bool)>>,
 }
 
 /// How a failed module command maps onto the client protocol.
@@ -58,6 +83,10 @@ pub fn classify(err: &RedisError) -> Failure {
         Some("LIMITED") => Failure::Limited(retry_after(detail)),
         Some("BANNED") => Failure::Banned(retry_after(detail)),
         Some("TOOMANY") => Failure::Refused(ErrorCode::Forbidden, detail.to_string()),
+        // The server is not (or no longer, or not yet) a writable primary.
+        Some("READONLY" | "NOREPLICAS" | "MASTERDOWN" | "LOADING" | "UNBLOCKED") => {
+            Failure::Unavailable
+        }
         Some(_) if detail.contains("payload too large") => {
             Failure::Refused(ErrorCode::TooLarge, detail.to_string())
         }
@@ -67,51 +96,136 @@ pub fn classify(err: &RedisError) -> Failure {
     }
 }
 
+/// Whether a command refused with this error was not executed, so sending it to the
+/// new primary cannot apply it twice.
+fn not_executed(err: &RedisError) -> bool {
+    matches!(err.code(), Some("READONLY" | "NOREPLICAS"))
+}
+
+fn manager_config() -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(2)))
+        .set_response_timeout(Some(Duration::from_secs(5)))
+        .set_number_of_retries(2)
+        .set_max_delay(Duration::from_secs(2))
+}
+
 impl Backend {
-    /// Connects (lazily: the first command connects, later ones reconnect as needed);
-    /// without a client (`--bench-floor`), a backend whose commands all fail.
-    pub fn new(
-        client: Option<redis::Client>,
-        metrics: Arc<WorkerMetrics>,
-    ) -> Result<Self, RedisError> {
-        let Some(client) = client else {
-            return Ok(Self {
-                conn: None,
-                metrics,
-            });
-        };
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(5)))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_secs(2));
-        let conn = ConnectionManager::new_lazy_with_config(client, config)?;
-        Ok(Self {
-            conn: Some(conn),
-            metrics,
-        })
+    /// A backend for `target` (it connects on the first command and reconnects as
+    /// needed); without a target (`--bench-floor`, `--echo`), one whose commands all fail.
+    pub fn new(target: Option<Arc<Target>>, metrics: Arc<WorkerMetrics>) -> Self {
+        let link = target.map(|target| {
+            Rc::new(Link {
+                target,
+                current: RefCell::new(None),
+                lookup: tokio::sync::Mutex::new(()),
+                last_lookup: Cell::new(None),
+            })
+        });
+        Self { link, metrics }
     }
 
     /// Runs one command.
     pub async fn run(&self, cmd: &Cmd) -> Result<Value, RedisError> {
-        let Some(conn) = &self.conn else {
+        let Some(link) = &self.link else {
             return Err(no_redis());
         };
-        let started = Instant::now();
-        let result = cmd.query_async(&mut conn.clone()).await;
-        self.observe(started, &result);
-        result
+        let mut retried = false;
+        loop {
+            let started = Instant::now();
+            let result = match self.connection(link).await {
+                Ok(mut conn) => cmd.query_async(&mut conn).await,
+                Err(e) => Err(e),
+            };
+            self.observe(started, &result);
+            match &result {
+                Err(e) if !retried && not_executed(e) && self.forget(link, e) => retried = true,
+                Err(e) => {
+                    self.forget(link, e);
+                    return result;
+                }
+                Ok(_) => return result,
+            }
+        }
     }
 
     /// Runs a pipeline (errors of individual commands come back as values).
     pub async fn run_pipeline(&self, pipe: &Pipeline) -> Result<Vec<Value>, RedisError> {
-        let Some(conn) = &self.conn else {
+        let Some(link) = &self.link else {
             return Err(no_redis());
         };
         let started = Instant::now();
-        let result = pipe.query_async(&mut conn.clone()).await;
+        let result = match self.connection(link).await {
+            Ok(mut conn) => pipe.query_async(&mut conn).await,
+            Err(e) => Err(e),
+        };
         self.observe(started, &result);
+        if let Err(e) = &result {
+            self.forget(link, e);
+        }
         result
+    }
+
+    /// The connection to the primary, looking it up first when there is none.
+    async fn connection(&self, link: &Link) -> Result<ConnectionManager, RedisError> {
+        if let Some(conn) = link.current.borrow().as_ref() {
+            return Ok(conn.clone());
+        }
+        let _one_at_a_time = link.lookup.lock().await;
+        if let Some(conn) = link.current.borrow().as_ref() {
+            return Ok(conn.clone());
+        }
+        if let Some((at, true)) = link.last_lookup.get() {
+            if at.elapsed() < LOOKUP_GAP {
+                return Err(RedisError::from((
+                    redis::ErrorKind::Io,
+                    "no Redis primary found yet",
+                )));
+            }
+        }
+        let found = link.target.resolve().await;
+        link.last_lookup.set(Some((Instant::now(), found.is_err())));
+        let client = found.inspect_err(|e| {
+            tracing::warn!(error = %e, "cannot find the Redis primary; retrying");
+        })?;
+        if link.target.follows_failover() {
+            tracing::info!(primary = %client.get_connection_info().addr(), "using Redis primary");
+        }
+        let conn = ConnectionManager::new_lazy_with_config(client, manager_config())?;
+        *link.current.borrow_mut() = Some(conn.clone());
+        Ok(conn)
+    }
+
+    /// Drops the connection so the next command looks the primary up again (Sentinel
+    /// named another one: see `failover`).
+    pub fn switch_primary(&self) {
+        if let Some(link) = &self.link {
+            if link.current.borrow_mut().take().is_some() {
+                WorkerMetrics::inc(&self.metrics.primary_lookups);
+            }
+            link.last_lookup.set(None);
+        }
+    }
+
+    /// After a failure: drops the connection when the primary may have moved, so the
+    /// next command looks it up again. Returns whether it did.
+    fn forget(&self, link: &Link, err: &RedisError) -> bool {
+        if !link.target.follows_failover() || !calls_for_lookup(err) {
+            return false;
+        }
+        if link
+            .last_lookup
+            .get()
+            .is_some_and(|(at, _)| at.elapsed() < LOOKUP_GAP)
+        {
+            return false;
+        }
+        if link.current.borrow_mut().take().is_none() {
+            return false;
+        }
+        WorkerMetrics::inc(&self.metrics.primary_lookups);
+        tracing::warn!(error = %err, "Redis primary failed a command; looking it up again");
+        true
     }
 
     fn observe<T>(&self, started: Instant, result: &Result<T, RedisError>) {
@@ -132,5 +246,28 @@ mod tests {
     fn retry_times_are_parsed() {
         assert_eq!(retry_after("retry_after_ms=250"), 250);
         assert_eq!(retry_after("garbage"), 1000);
+    }
+
+    #[test]
+    fn a_server_that_is_not_the_primary_means_unavailable() {
+        for code in [
+            "READONLY",
+            "NOREPLICAS",
+            "MASTERDOWN",
+            "LOADING",
+            "UNBLOCKED",
+        ] {
+            let err = redis::make_extension_error(code.to_string(), Some("now".into()));
+            assert_eq!(classify(&err), Failure::Unavailable, "{code}");
+            assert_eq!(
+                not_executed(&err),
+                code == "READONLY" || code == "NOREPLICAS"
+            );
+        }
+        let err = redis::make_extension_error("ERR".into(), Some("bad".into()));
+        assert!(matches!(
+            classify(&err),
+            Failure::Refused(ErrorCode::BadRequest, _)
+        ));
     }
 }

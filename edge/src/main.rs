@@ -22,6 +22,9 @@
 //!   each worker, fed in-process through the same fan-out).
 //! - [`lease`]: lease renewal and re-registration after Redis lost the node's state.
 //! - [`backend`]: the command connection and the meaning of module errors.
+//! - [`target`]: where the Redis primary is (a fixed address, or found through Sentinel).
+//! - [`failover`]: asks Sentinel every second which server is the primary, and moves.
+//! - [`liveness`]: the probe that proves the inbox reader still receives what is routed.
 //! - [`ratelimit`]: the local per-connection token bucket.
 //! - [`metrics`]: per-worker counters and the Prometheus rendering.
 
@@ -30,10 +33,12 @@ mod backend;
 mod capacity;
 mod config;
 mod embedded;
+mod failover;
 mod floor;
 mod frame;
 mod http;
 mod lease;
+mod liveness;
 mod local;
 mod metrics;
 mod outbox;
@@ -41,6 +46,7 @@ mod protocol;
 mod ratelimit;
 mod reader;
 mod session;
+mod target;
 mod worker;
 mod wsread;
 
@@ -58,6 +64,7 @@ use crate::auth::Verifier;
 use crate::capacity::Capacity;
 use crate::config::Config;
 use crate::metrics::WorkerMetrics;
+use crate::target::Target;
 use crate::worker::Shared;
 
 #[global_allocator]
@@ -114,12 +121,25 @@ fn generated_node_id() -> String {
 
 /// Reads the dataset's partition count from `RC.INFO`, retrying until Redis answers.
 /// Also returns whether each node has one inbox for all partitions (`inbox shared`).
-fn fetch_layout(client: &redis::Client) -> (Partitioner, bool) {
+fn fetch_layout(target: &Target) -> Result<(Partitioner, bool), String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(2)))
+        .set_response_timeout(Some(Duration::from_secs(2)));
     let mut delay = Duration::from_millis(200);
     loop {
-        let attempt = client
-            .get_connection_with_timeout(Duration::from_secs(2))
-            .and_then(|mut conn| redis::cmd("RC.INFO").query::<Vec<redis::Value>>(&mut conn));
+        let attempt = runtime.block_on(async {
+            let client = target.resolve().await?;
+            let mut conn = client
+                .get_multiplexed_async_connection_with_config(&config)
+                .await?;
+            redis::cmd("RC.INFO")
+                .query_async::<Vec<redis::Value>>(&mut conn)
+                .await
+        });
         match attempt {
             Ok(info) => {
                 let partitions = info.chunks(2).find_map(|pair| match pair {
@@ -135,7 +155,7 @@ fn fetch_layout(client: &redis::Client) -> (Partitioner, bool) {
                         if name == "inbox" && v == "shared")
                 });
                 match partitions.map(Partitioner::new) {
-                    Some(Ok(layout)) => return (layout, shared_inbox),
+                    Some(Ok(layout)) => return Ok((layout, shared_inbox)),
                     _ => {
                         tracing::error!("RC.INFO did not report a usable partition count; retrying")
                     }
@@ -156,8 +176,8 @@ fn fetch_layout(client: &redis::Client) -> (Partitioner, bool) {
 struct Backing {
     /// The embedded redis-server, stopped when dropped.
     embedded: Option<embedded::Embedded>,
-    /// Client for the Redis in use.
-    client: Option<redis::Client>,
+    /// Where the Redis in use is (`None` under `--bench-floor` and `--echo`).
+    target: Option<Arc<Target>>,
     /// Partition layout (from `RC.INFO`; one partition under `--bench-floor`, where it
     /// only checks room names).
     layout: Partitioner,
@@ -176,7 +196,7 @@ fn backing(config: &Config) -> Result<Backing, String> {
         };
         return Ok(Backing {
             embedded: None,
-            client: None,
+            target: None,
             layout: Partitioner::new(1)?,
             shared_inbox: true,
             banner: banner.into(),
@@ -194,14 +214,14 @@ fn backing(config: &Config) -> Result<Backing, String> {
         (None, Some(e)) => e.url.clone(),
         (None, None) => return Err("no Redis".into()),
     };
-    let client = redis::Client::open(url.as_str()).map_err(|e| format!("bad --redis URL: {e}"))?;
-    let (layout, shared_inbox) = fetch_layout(&client);
+    let target = Target::parse(&url)?;
+    let (layout, shared_inbox) = fetch_layout(&target)?;
     Ok(Backing {
         embedded,
-        client: Some(client),
+        banner: target.describe(),
+        target: Some(Arc::new(target)),
         layout,
         shared_inbox,
-        banner: format!("redis {url}"),
     })
 }
 
@@ -209,7 +229,7 @@ fn run(config: Config) -> Result<(), String> {
     let workers = config.worker_count()?;
     let Backing {
         embedded,
-        client,
+        target,
         layout,
         shared_inbox,
         banner,
@@ -232,7 +252,7 @@ fn run(config: Config) -> Result<(), String> {
         config: config.clone(),
         layout,
         shared_inbox,
-        redis: client,
+        target,
         capacity: Capacity::new(config.connection_cap()),
         all_metrics: (0..workers)
             .map(|_| Arc::new(WorkerMetrics::new()))

@@ -41,6 +41,10 @@ pub struct WorkerMetrics {
     pub auth_failures: AtomicU64,
     /// Upgrade requests refused because the process was at `--max-conns`.
     pub connections_refused: AtomicU64,
+    /// Lookups of the Redis primary through Sentinel after the previous one failed them.
+    pub primary_lookups: AtomicU64,
+    /// Inbox reader restarts because its liveness probe did not come back in time.
+    pub reader_restarts: AtomicU64,
     /// Round-trip time of Redis commands.
     pub redis_rtt: Histogram,
 }
@@ -71,7 +75,7 @@ type CounterField = fn(&WorkerMetrics) -> &AtomicU64;
 
 /// The plain counters: exported name (without prefix and `_total`), help text and field,
 /// in output order. One table so a new counter cannot be half-exported.
-const COUNTERS: [(&str, &str, CounterField); 12] = [
+const COUNTERS: [(&str, &str, CounterField); 14] = [
     ("connections_opened", "Client connections accepted.", |m| {
         &m.connections_opened
     }),
@@ -113,6 +117,16 @@ const COUNTERS: [(&str, &str, CounterField); 12] = [
         "connections_refused",
         "Upgrade requests refused at the connection cap.",
         |m| &m.connections_refused,
+    ),
+    (
+        "primary_lookups",
+        "Lookups of the Redis primary through Sentinel after a failure.",
+        |m| &m.primary_lookups,
+    ),
+    (
+        "reader_restarts",
+        "Inbox reader restarts after a liveness probe did not come back.",
+        |m| &m.reader_restarts,
     ),
 ];
 

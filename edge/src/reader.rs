@@ -56,26 +56,32 @@ pub fn decode(fields: &[Value]) -> Entry<'_> {
     entry::decode(fields.iter().map(as_bytes))
 }
 
-/// Runs until aborted.
-pub async fn run(worker: Rc<Worker>) {
+/// The node's inbox streams: one on a standalone server, one per partition under
+/// Redis Cluster.
+pub fn inbox_keys(worker: &Worker) -> Vec<String> {
     let layout = &worker.shared.layout;
     let partitions = if worker.shared.shared_inbox {
         1
     } else {
         layout.count()
     };
-    let keys: Vec<String> = (0..partitions)
+    (0..partitions)
         .map(|p| PartitionKeys::new(layout.tag(p)).inbox(&worker.node))
-        .collect();
+        .collect()
+}
+
+/// Runs until aborted.
+pub async fn run(worker: Rc<Worker>) {
+    let keys = inbox_keys(&worker);
     // The node's inboxes were emptied at start (RC.NODE.DOWN), so reading from the
     // beginning delivers exactly what was routed to this process.
     let mut last_ids: Vec<String> = vec!["0-0".to_string(); keys.len()];
     let mut delay = Duration::from_millis(100);
     loop {
-        let mut conn = match connect(&worker).await {
+        let mut conn = match connect(&worker, &keys, &mut last_ids).await {
             Ok(c) => c,
             Err(e) => {
-                tracing::warn!(error = %e, "inbox reader cannot reach Redis; retrying");
+                tracing::warn!(error = %e, "inbox reader cannot reach the Redis primary; retrying");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(2));
                 continue;
@@ -91,7 +97,10 @@ pub async fn run(worker: Rc<Worker>) {
                 .arg(BLOCK_MS)
                 .arg("STREAMS");
             cmd.arg(&keys).arg(&last_ids);
-            let reply: Result<Value, _> = cmd.query_async(&mut conn).await;
+            let reply: Result<Value, _> = tokio::select! {
+                reply = cmd.query_async(&mut conn) => reply,
+                _ = worker.liveness.restart.notified() => break,
+            };
             match reply {
                 Ok(reply) => {
                     let entries = deliver(&worker, &keys, &mut last_ids, &reply).await;
@@ -113,18 +122,81 @@ pub async fn run(worker: Rc<Worker>) {
     }
 }
 
-async fn connect(worker: &Worker) -> redis::RedisResult<MultiplexedConnection> {
+/// Connects to the current primary (looking it up again behind Sentinel) and lines the
+/// read positions up with its streams.
+///
+/// A stream that ends before the last id read means this server is not the one the
+/// entries were read from: a promoted replica that had not received the newest entries
+/// yet, or a server that lost its data. Everything it holds up to its end was either
+/// read already (replication copies a prefix) or never existed here, so reading goes
+/// on from its end — not from the old id, which would skip the new primary's entries
+/// whose ids its clock puts below it.
+async fn connect(
+    worker: &Worker,
+    keys: &[String],
+    last_ids: &mut [String],
+) -> redis::RedisResult<MultiplexedConnection> {
     let config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(Duration::from_secs(2)))
         .set_response_timeout(None);
-    let client = worker
+    let target = worker
         .shared
-        .redis
+        .target
         .as_ref()
         .ok_or_else(crate::backend::no_redis)?;
-    client
+    let client = target.resolve().await?;
+    let mut conn = client
         .get_multiplexed_async_connection_with_config(&config)
-        .await
+        .await?;
+    let mut pipe = redis::pipe();
+    for key in keys {
+        pipe.cmd("XREVRANGE")
+            .arg(key)
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1);
+    }
+    let ends: Vec<Value> =
+        tokio::time::timeout(Duration::from_secs(2), pipe.query_async(&mut conn))
+            .await
+            .map_err(|_| {
+                redis::RedisError::from((redis::ErrorKind::Io, "timed out reading inbox ends"))
+            })??;
+    for ((key, last), end) in keys.iter().zip(last_ids.iter_mut()).zip(&ends) {
+        let end = match end {
+            Value::Array(items) => items
+                .first()
+                .and_then(|item| match item {
+                    Value::Array(parts) => parts.first().map(as_text),
+                    _ => None,
+                })
+                .unwrap_or_else(|| "0-0".to_string()),
+            _ => "0-0".to_string(),
+        };
+        if stream_id(&end) < stream_id(last) {
+            tracing::warn!(
+                node = %worker.node,
+                stream = %key,
+                read = %last,
+                end = %end,
+                "the inbox ends before the last entry read (failover or data loss); reading on from its end"
+            );
+            *last = end;
+        }
+    }
+    worker.liveness.reset(Instant::now());
+    Ok(conn)
+}
+
+/// A stream id `ms-seq` as a comparable pair (malformed ids compare as 0-0).
+fn stream_id(id: &str) -> (u64, u64) {
+    let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
+    (ms.parse().unwrap_or(0), seq.parse().unwrap_or(0))
+}
+
+fn as_text(v: &Value) -> String {
+    String::from_utf8_lossy(as_bytes(v)).into_owned()
 }
 
 /// Bytes of entries delivered between two yields: bounds how much one round can add to
@@ -174,6 +246,10 @@ async fn deliver(
                 *slot = id.to_string();
             }
             let entry = decode(fields);
+            worker.liveness.read(
+                Instant::now(),
+                (entry.kind == Some(Kind::Probe)).then_some(entry.data),
+            );
             chunk += entry.data.len() + 64;
             count += 1;
             fan_out(worker, &entry);
@@ -217,6 +293,8 @@ pub fn fan_out(worker: &Worker, e: &Entry<'_>) {
                 }
             }
         }
+        // Read back by `liveness`; nothing to deliver.
+        Kind::Probe => {}
         Kind::Kick => {
             let reason = if e.reason.is_empty() {
                 "kicked"
@@ -298,6 +376,14 @@ mod tests {
 
     fn bulk(s: &[u8]) -> Value {
         Value::BulkString(s.to_vec())
+    }
+
+    #[test]
+    fn stream_ids_compare_numerically() {
+        assert!(stream_id("999-5") < stream_id("1000-0"));
+        assert!(stream_id("1000-2") < stream_id("1000-10"));
+        assert_eq!(stream_id("0-0"), (0, 0));
+        assert_eq!(stream_id("garbage"), (0, 0));
     }
 
     #[test]

@@ -21,7 +21,7 @@ use crate::config::Config;
 use crate::frame::close;
 use crate::local::Local;
 use crate::metrics::WorkerMetrics;
-use crate::{http, lease, reader};
+use crate::{failover, http, lease, liveness, reader};
 
 /// What every worker shares (read-only after start).
 pub struct Shared {
@@ -32,8 +32,9 @@ pub struct Shared {
     /// Each node has one inbox stream for all partitions (partition 0's key), as the
     /// module does on a standalone server; else one per partition (Redis Cluster).
     pub shared_inbox: bool,
-    /// Redis client (connection factory); `None` under `--bench-floor`.
-    pub redis: Option<redis::Client>,
+    /// Where Redis is (a fixed address or Sentinel); `None` under `--bench-floor` and
+    /// `--echo`.
+    pub target: Option<Arc<crate::target::Target>>,
     /// Open WebSocket connections of the whole process and their cap (`--max-conns`).
     pub capacity: Arc<Capacity>,
     /// Token verifier, when a secret is configured.
@@ -64,6 +65,8 @@ pub struct Worker {
     next_seq: Cell<u64>,
     /// Set while draining: new connections are refused.
     pub draining: Cell<bool>,
+    /// The inbox reader's liveness probe (see `liveness`).
+    pub liveness: crate::liveness::Liveness,
     /// Current fan-out round (see `outbox`): advanced by the inbox reader between
     /// chunks of delivery, so a queue can tell a burst from a consumer that is behind.
     pub round: Cell<u64>,
@@ -94,7 +97,7 @@ impl Worker {
     /// True under `--bench-floor` or `--echo`: no Redis; sessions use [`crate::floor`]
     /// instead of module commands, and there is no lease or inbox reader.
     pub fn floor(&self) -> bool {
-        self.shared.redis.is_none()
+        self.shared.target.is_none()
     }
 
     /// True under `--echo`: client messages are echoed back instead of handled.
@@ -137,8 +140,7 @@ pub fn run(
     let local_set = LocalSet::new();
     local_set.block_on(&runtime, async move {
         let metrics = shared.all_metrics.get(index).cloned().unwrap_or_default();
-        let backend =
-            Backend::new(shared.redis.clone(), metrics.clone()).map_err(std::io::Error::other)?;
+        let backend = Backend::new(shared.target.clone(), metrics.clone());
         let worker = Rc::new(Worker {
             node,
             index,
@@ -148,6 +150,7 @@ pub fn run(
             metrics,
             next_seq: Cell::new(0),
             draining: Cell::new(false),
+            liveness: Default::default(),
             round: Cell::new(0),
         });
         let listener = TcpListener::from_std(listener)?;
@@ -160,7 +163,9 @@ pub fn run(
             lease::start(&worker).await;
             let reader = tokio::task::spawn_local(reader::run(worker.clone()));
             let renewer = tokio::task::spawn_local(lease::run(worker.clone()));
-            Some((reader, renewer))
+            let prober = tokio::task::spawn_local(liveness::run(worker.clone()));
+            let watcher = tokio::task::spawn_local(failover::watch(worker.clone()));
+            Some((reader, renewer, prober, watcher))
         };
         tracing::info!(node = %worker.node, "worker ready");
 
@@ -188,7 +193,9 @@ pub fn run(
         }
         drop(listener);
         drain(&worker).await;
-        if let Some((reader, renewer)) = background {
+        if let Some((reader, renewer, prober, watcher)) = background {
+            watcher.abort();
+            prober.abort();
             renewer.abort();
             reader.abort();
         }

@@ -18,7 +18,7 @@
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use redis_module::server_events::ServerRole;
 use redis_module::Context;
@@ -29,6 +29,23 @@ use crate::ops;
 
 /// The current era (0 until the module has picked one).
 static ERA: AtomicU64 = AtomicU64::new(0);
+/// When this server last became a primary (Redis clock, ms; 0 = never while loaded).
+static PROMOTED_AT: AtomicI64 = AtomicI64::new(0);
+
+/// How long a promoted server waits before it removes nodes whose lease expired.
+///
+/// The leases it holds were written by the old primary; during the failover no edge
+/// could renew them, so most have run out by the time it takes over. Sweeping them at
+/// once would drop every live edge's presence and send leave (then join) events for
+/// everyone. Within this grace the live edges find the new primary and renew (they
+/// renew every third of a lease); nodes still expired after it are really gone.
+pub const TAKEOVER_GRACE_MS: i64 = 10_000;
+
+/// Whether this server became a primary less than [`TAKEOVER_GRACE_MS`] ago.
+pub fn in_takeover_grace(now_ms: i64) -> bool {
+    let at = PROMOTED_AT.load(Ordering::Relaxed);
+    at > 0 && now_ms.saturating_sub(at) < TAKEOVER_GRACE_MS
+}
 
 /// A new era id: unlike any other server's or any earlier one of this server's (time,
 /// process and a per-process random seed, hashed).
@@ -61,11 +78,13 @@ pub fn current() -> String {
 #[role_changed_event_handler]
 fn on_role_changed(ctx: &Context, role: ServerRole) {
     if role == ServerRole::Primary {
+        PROMOTED_AT.store(ops::now_ms().max(1), Ordering::Relaxed);
         let era = renew();
         ctx.log_notice(&format!(
             "roomcast: this server became a primary: new era {}; each room's next message \
-             starts a new history epoch",
-            base36(era)
+             starts a new history epoch; expired leases are kept {} ms for the edges to renew",
+            base36(era),
+            TAKEOVER_GRACE_MS
         ));
     }
 }

@@ -2,8 +2,10 @@
 //!
 //! It runs every [`SWEEP_EVERY`] on every server but only acts on a writable primary
 //! that is not loading, so a replica never diverges and a promoted replica takes over
-//! at once (lease expiries are absolute times, and pending removals are listed in the
-//! dataset). A dead node's connections leave presence and rooms within about one lease
+//! (lease expiries are absolute times, and pending removals are listed in the dataset).
+//! A promoted replica goes on with pending removals at once but waits
+//! [`era::TAKEOVER_GRACE_MS`] before it expires leases, which no edge could renew during
+//! the failover. A dead node's connections leave presence and rooms within about one lease
 //! period plus one tick, with no edge alive, and the remaining members' nodes get leave
 //! events. Every second it also refreshes the gauges shown by `INFO roomcast`.
 //!
@@ -22,8 +24,8 @@ use redis_module::{Context, ContextFlags};
 
 use crate::commands::info::refresh_gauges;
 use crate::membership::{self, Budget};
-use crate::ops;
 use crate::state::{layout, SWEPT_NODES};
+use crate::{era, ops};
 
 /// Time between two lease checks.
 pub const SWEEP_EVERY: Duration = Duration::from_millis(100);
@@ -65,7 +67,7 @@ fn tick(ctx: &Context, mut schedule: Schedule) {
     if primary {
         let budget = Budget::new(SLICE);
         let now = Instant::now();
-        if now >= schedule.next_check {
+        if now >= schedule.next_check && !era::in_takeover_grace(ops::now_ms()) {
             expire(ctx);
             schedule.next_check = later(now, SWEEP_EVERY);
         }

@@ -12,10 +12,14 @@
 //! - [`module_path`]: where the module under test is.
 //! - [`reply`]: small helpers to read replies and errors.
 //! - [`ws`]: a blocking WebSocket test client (and plain HTTP GET) for the edge.
+//! - [`sentinel`]: Redis Sentinel processes for failover tests.
+//! - [`proxy`]: a TCP proxy that can silently stop forwarding a connection.
 
 pub mod edge;
+pub mod proxy;
 pub mod reply;
 pub mod roomcast;
+pub mod sentinel;
 pub mod ws;
 
 use std::net::TcpListener;

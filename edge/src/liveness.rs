@@ -1,0 +1,192 @@
+//! The inbox reader's liveness probe.
+//!
+//! A reader can starve silently: its server was detached or demoted without closing the
+//! connection, a network path drops packets without a reset, or the primary moved while
+//! the blocked read waits on the old one. Nothing errors; messages simply stop. So every
+//! [`PROBE_EVERY`] the worker appends a `probe` entry to its own inbox through the
+//! command connection — which always goes to the current primary — and the reader
+//! reports each probe it reads back. When a probe stays unseen for [`STARVED_AFTER`]
+//! while the reader read nothing else either, the reader is restarted: it drops its
+//! connection, looks the primary up again and goes on from the last entry it read.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use roomcast_common::entry::{Kind, DATA, KIND};
+use tokio::sync::Notify;
+
+use crate::metrics::WorkerMetrics;
+use crate::worker::Worker;
+
+/// How often a probe is appended.
+pub const PROBE_EVERY: Duration = Duration::from_secs(1);
+/// A probe unseen this long, with no other entry read meanwhile, means a starved reader.
+pub const STARVED_AFTER: Duration = Duration::from_secs(3);
+/// Probes remembered at most (older ones are forgotten: the reader is restarted well
+/// before this many pile up).
+const MAX_PENDING: usize = 64;
+/// Every this many probes the inbox length cap is read again from the module config.
+const REFRESH_MAXLEN_EVERY: u64 = 60;
+/// The inbox cap assumed when the module config cannot be read (the module's default).
+const DEFAULT_MAXLEN: u64 = 10_000;
+
+/// What the prober and the reader of one worker share.
+pub struct Liveness {
+    /// Probes appended and not read back yet: (number, when appended), oldest first.
+    pending: RefCell<VecDeque<(u64, Instant)>>,
+    /// When the reader last read any entry (a probe or not).
+    progress: Cell<Instant>,
+    /// Wakes the reader to drop its connection and start again.
+    pub restart: Notify,
+}
+
+impl Default for Liveness {
+    fn default() -> Self {
+        Self {
+            pending: RefCell::new(VecDeque::new()),
+            progress: Cell::new(Instant::now()),
+            restart: Notify::new(),
+        }
+    }
+}
+
+impl Liveness {
+    /// Probe `n` was appended at `at`.
+    pub fn sent(&self, n: u64, at: Instant) {
+        let mut pending = self.pending.borrow_mut();
+        if pending.len() >= MAX_PENDING {
+            pending.pop_front();
+        }
+        pending.push_back((n, at));
+    }
+
+    /// The reader read an entry at `at`; `probe` is the number in a probe entry's data.
+    pub fn read(&self, at: Instant, probe: Option<&[u8]>) {
+        self.progress.set(at);
+        let Some(n) = probe
+            .and_then(|d| std::str::from_utf8(d).ok())
+            .and_then(|d| d.parse::<u64>().ok())
+        else {
+            return;
+        };
+        self.pending.borrow_mut().retain(|(p, _)| *p > n);
+    }
+
+    /// Whether the reader is starved at `now`: the oldest unseen probe and the last
+    /// entry read are both older than [`STARVED_AFTER`].
+    pub fn starved(&self, now: Instant) -> bool {
+        let oldest = self.pending.borrow().front().map(|(_, at)| *at);
+        oldest.is_some_and(|at| now.saturating_duration_since(at) > STARVED_AFTER)
+            && now.saturating_duration_since(self.progress.get()) > STARVED_AFTER
+    }
+
+    /// Forgets the pending probes (after a restart, a new reader starts the clock anew).
+    pub fn reset(&self, now: Instant) {
+        self.pending.borrow_mut().clear();
+        self.progress.set(now);
+    }
+}
+
+/// The module's inbox cap (`roomcast.inbox-maxlen`), so probes trim the stream exactly
+/// as the module's own appends do.
+async fn inbox_maxlen(worker: &Worker) -> u64 {
+    let mut cmd = redis::cmd("CONFIG");
+    cmd.arg("GET").arg("roomcast.inbox-maxlen");
+    match worker.backend.run(&cmd).await {
+        Ok(redis::Value::Array(v)) => v
+            .get(1)
+            .and_then(|v| match v {
+                redis::Value::BulkString(b) => std::str::from_utf8(b).ok()?.parse().ok(),
+                _ => None,
+            })
+            .unwrap_or(DEFAULT_MAXLEN),
+        _ => DEFAULT_MAXLEN,
+    }
+}
+
+/// Appends probes and restarts a starved reader, until the task is aborted.
+pub async fn run(worker: Rc<Worker>) {
+    let keys = crate::reader::inbox_keys(&worker);
+    let mut ticker = tokio::time::interval(PROBE_EVERY);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut maxlen = DEFAULT_MAXLEN;
+    let mut n: u64 = 0;
+    worker.liveness.reset(Instant::now());
+    loop {
+        ticker.tick().await;
+        if worker.draining.get() {
+            return;
+        }
+        if n.is_multiple_of(REFRESH_MAXLEN_EVERY) {
+            maxlen = inbox_maxlen(&worker).await;
+        }
+        n += 1;
+        let token = n.to_string();
+        let mut pipe = redis::pipe();
+        for key in &keys {
+            pipe.cmd("XADD")
+                .arg(key)
+                .arg("MAXLEN")
+                .arg("~")
+                .arg(maxlen)
+                .arg("*")
+                .arg(KIND)
+                .arg(Kind::Probe.as_str())
+                .arg(DATA)
+                .arg(&token)
+                .ignore();
+        }
+        let at = Instant::now();
+        if worker.backend.run_pipeline(&pipe).await.is_ok() {
+            worker.liveness.sent(n, at);
+        }
+        let now = Instant::now();
+        if worker.liveness.starved(now) {
+            tracing::warn!(
+                node = %worker.node,
+                "inbox reader received nothing, not even its probe, for 3 s; restarting it"
+            );
+            WorkerMetrics::inc(&worker.metrics.reader_restarts);
+            worker.liveness.reset(now);
+            worker.liveness.restart.notify_one();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reader_is_starved_only_when_probes_and_everything_else_stop() {
+        let t0 = Instant::now();
+        let s = |secs: u64| t0 + Duration::from_secs(secs);
+        let l = Liveness::default();
+        l.reset(t0);
+        assert!(!l.starved(s(10)), "no probe sent: nothing to judge");
+        l.sent(1, s(1));
+        l.sent(2, s(2));
+        assert!(!l.starved(s(3)));
+        l.read(s(3), Some(b"1"));
+        assert!(!l.starved(s(5)), "probe 2 is 3 s old, not more");
+        assert!(!l.starved(s(6)), "something was read 3 s ago, not more");
+        assert!(l.starved(s(7)), "probe 2 unseen and nothing read for > 3 s");
+        // Other entries still flowing (a busy reader behind its backlog) is progress.
+        l.read(s(7), None);
+        assert!(!l.starved(s(9)));
+        assert!(l.starved(s(11)));
+        // Seeing a later probe clears the earlier ones.
+        l.sent(3, s(10));
+        l.read(s(11), Some(b"3"));
+        assert!(!l.starved(s(30)));
+        l.sent(4, s(30));
+        l.reset(s(31));
+        assert!(!l.starved(s(40)));
+        // A garbled probe counts as progress only.
+        l.sent(5, s(40));
+        l.read(s(41), Some(b"x"));
+        assert!(l.starved(s(45)));
+    }
+}

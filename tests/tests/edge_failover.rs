@@ -1,0 +1,448 @@
+//! Redis failover end to end — rows 21 and 23 of the reliability plan (B5).
+//!
+//! A primary with the module, a replica, three Sentinels and two edges that find the
+//! primary through them (`--redis redis+sentinel://…`), all on loopback. Subscribers on
+//! both edges check every room offset they receive; a publisher on one edge publishes
+//! steadily through the whole run. Phase 1 demotes the primary with `SENTINEL FAILOVER`
+//! (row 23a: the old primary turns replica under the edges' blocked reads); phase 2
+//! SIGKILLs the new primary (row 21). The figures: lost-acknowledged messages L
+//! (reported), undetected gaps U (must be 0: every subscriber has every seq of an epoch,
+//! or saw the epoch change and knows to resync), the time until delivery resumes, and
+//! presence intact (no `left` event, every user still present).
+//!
+//! Row 23b (a reader starved without any error) runs the edge behind a proxy that
+//! silently blackholes the inbox reader's connection: the liveness probe must restart
+//! the reader within 5 s, and nothing published meanwhile may be lost.
+//!
+//! Each test prints its figures (`row N: …`, visible with `--nocapture`).
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use roomcast_tests::edge::{base_args, join, Edge};
+use roomcast_tests::proxy::Proxy;
+use roomcast_tests::sentinel::Sentinels;
+use roomcast_tests::ws::WsClient;
+use roomcast_tests::Redis;
+use serde_json::json;
+
+const ROOM: &str = "feed";
+const MODULE: &[&str] = &["history-len", "100000"];
+/// Sentinel's `down-after-milliseconds`.
+const DOWN_AFTER_MS: u64 = 1000;
+
+/// The tests take turns: each runs several servers and measures times.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// An edge on `url` with a 3 s lease and no local publish limit in the way.
+fn start_edge(url: &str, node: &str) -> Edge {
+    let mut args = base_args(url, node);
+    if let Some(i) = args.iter().position(|a| a == "--lease-ms") {
+        args[i + 1] = "3000".to_string();
+    }
+    args.extend(["--allow-anonymous", "--conn-rate", "100000"].map(String::from));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    Edge::spawn(&args, node)
+}
+
+/// An anonymous client of `edge` as `user`, joined to the room.
+fn member(edge: &Edge, user: &str) -> WsClient {
+    let (mut client, welcome) = edge.connect(user);
+    assert_eq!(welcome["op"], "welcome", "{welcome}");
+    join(&mut client, ROOM, 1);
+    client
+}
+
+/// `(epoch, seq)` of an offset.
+fn parts(offset: &str) -> Option<(String, u64)> {
+    let (epoch, seq) = offset.split_once(':')?;
+    Some((epoch.to_string(), seq.parse().ok()?))
+}
+
+/// What one subscriber saw.
+#[derive(Default, Debug)]
+struct Seen {
+    /// Every room message: (epoch, seq, when received).
+    messages: Vec<(String, u64, Instant)>,
+    /// `left` events received.
+    left: Vec<String>,
+}
+
+/// A subscriber reading on its own thread until `stop`.
+fn subscribe(mut client: WsClient, stop: Arc<AtomicBool>) -> thread::JoinHandle<Seen> {
+    thread::spawn(move || {
+        let mut seen = Seen::default();
+        while !stop.load(Ordering::Relaxed) {
+            let Ok(msg) = client.recv_json(Duration::from_millis(100)) else {
+                continue;
+            };
+            match msg["op"].as_str() {
+                Some("message") => {
+                    if let Some((epoch, seq)) = msg["offset"].as_str().and_then(parts) {
+                        seen.messages.push((epoch, seq, Instant::now()));
+                    }
+                }
+                Some("left") => seen.left.push(msg["user"].to_string()),
+                _ => {}
+            }
+        }
+        seen
+    })
+}
+
+/// The checker's verdict on one subscriber: undetected gaps (a seq skipped or repeated
+/// within an epoch) and detected ones (the epoch changed: the client knows to resync).
+fn gaps(seen: &Seen) -> (usize, usize) {
+    let (mut undetected, mut resyncs) = (0, 0);
+    let mut last: Option<(&str, u64)> = None;
+    for (epoch, seq, _) in &seen.messages {
+        match last {
+            Some((e, s)) if e == epoch && *seq != s + 1 => undetected += 1,
+            Some((e, _)) if e != epoch => resyncs += 1,
+            _ => {}
+        }
+        last = Some((epoch, *seq));
+    }
+    (undetected, resyncs)
+}
+
+/// What the publisher got back.
+#[derive(Default, Debug)]
+struct Published {
+    /// Acknowledged offsets, with when they were acknowledged.
+    acked: Vec<(String, u64, Instant)>,
+    /// Publishes answered with an error (not acknowledged), by code.
+    refused: HashMap<String, usize>,
+}
+
+/// Publishes one message every `every` until `stop`, waiting for each answer; hands the
+/// connection back (still open, so its close is no `left` event during the run).
+fn publish_steadily(
+    mut client: WsClient,
+    every: Duration,
+    stop: Arc<AtomicBool>,
+) -> thread::JoinHandle<(Published, WsClient)> {
+    thread::spawn(move || {
+        let mut out = Published::default();
+        let mut id = 100u64;
+        let mut next = Instant::now();
+        while !stop.load(Ordering::Relaxed) {
+            id += 1;
+            let msg = json!({"op":"publish","room":ROOM,"data":{"n":id},"id":id});
+            if client.send_json(&msg).is_err() {
+                panic!("the publisher's connection broke");
+            }
+            match client.recv_json_where(Duration::from_secs(10), |m| m["id"] == json!(id)) {
+                Ok(reply) if reply["op"] == "ack" => {
+                    if let Some((epoch, seq)) = reply["offset"].as_str().and_then(parts) {
+                        out.acked.push((epoch, seq, Instant::now()));
+                    }
+                }
+                Ok(reply) => {
+                    let code = reply["code"].as_str().unwrap_or("?").to_string();
+                    *out.refused.entry(code).or_default() += 1;
+                }
+                Err(e) => panic!("publish {id} got no answer in 10 s: {e}"),
+            }
+            next += every;
+            if let Some(wait) = next.checked_duration_since(Instant::now()) {
+                thread::sleep(wait);
+            }
+        }
+        (out, client)
+    })
+}
+
+/// `ROLE` of a server: "master" or "slave".
+fn role(redis: &Redis) -> String {
+    let reply: redis::Value = redis::cmd("ROLE").query(&mut redis.conn()).expect("ROLE");
+    match reply {
+        redis::Value::Array(parts) => match parts.first() {
+            Some(redis::Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
+            other => format!("{other:?}"),
+        },
+        other => format!("{other:?}"),
+    }
+}
+
+/// Waits until every sentinel lists `count` replicas of the primary (they learn them
+/// from its INFO), so a failover has a candidate.
+fn wait_for_replicas(sentinels: &Sentinels, count: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for &port in &sentinels.ports {
+        loop {
+            let reply = sentinels.ask(port, &["SENTINEL", "REPLICAS", &sentinels.master]);
+            if matches!(&reply, Ok(redis::Value::Array(r)) if r.len() >= count) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "sentinel {port} never saw {count} replicas: {reply:?}\n{}",
+                sentinels.logs()
+            );
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// The first message each subscriber received at or after `from` in an epoch other
+/// than `old`: the longest wait (none: some subscriber never got one).
+fn resumed_after(seen: &[Seen], from: Instant, old: &str) -> Option<Duration> {
+    seen.iter()
+        .map(|s| {
+            s.messages
+                .iter()
+                .find(|(e, _, at)| *at >= from && e != old)
+                .map(|(_, _, at)| at.duration_since(from))
+        })
+        .collect::<Option<Vec<_>>>()?
+        .into_iter()
+        .max()
+}
+
+/// The first epoch other than `old` an acknowledgement carried after `from`. (Right
+/// after a switch the old primary may still acknowledge a few publishes: it is writable
+/// until the sentinels turn it into a replica, or until it is gone.)
+fn epoch_after(
+    published: &[(String, u64, Instant)],
+    from: Instant,
+    old: &[&str],
+) -> Option<String> {
+    published
+        .iter()
+        .find(|(e, _, at)| *at >= from && !old.contains(&e.as_str()))
+        .map(|(e, _, _)| e.clone())
+}
+
+#[test]
+fn row21_23a_sentinel_failovers_under_traffic_leave_no_undetected_gap() {
+    let _turn = serial();
+    let mut first = Redis::start(MODULE);
+    let mut second = Redis::replica_of(&first, MODULE);
+    let sentinels = Sentinels::start(3, "roomcast", first.port, DOWN_AFTER_MS);
+    wait_for_replicas(&sentinels, 1);
+    let url = sentinels.url();
+    let edges = [start_edge(&url, "fa"), start_edge(&url, "fb")];
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut readers = Vec::new();
+    let mut users = BTreeSet::new();
+    for i in 0..16 {
+        let user = format!("sub{i}");
+        readers.push(subscribe(member(&edges[i % 2], &user), stop.clone()));
+        users.insert(user);
+    }
+    users.insert("pub".to_string());
+    let stop_publishing = Arc::new(AtomicBool::new(false));
+    let publisher = publish_steadily(
+        member(&edges[0], "pub"),
+        Duration::from_millis(4),
+        stop_publishing.clone(),
+    );
+    thread::sleep(Duration::from_secs(2));
+
+    // Phase 1 (row 23a): a graceful failover demotes the primary under the edges'
+    // blocked reads; they must look the primary up again and go on.
+    let demoted_at = Instant::now();
+    sentinels
+        .ask(sentinels.ports[0], &["SENTINEL", "FAILOVER", "roomcast"])
+        .expect("SENTINEL FAILOVER");
+    let promoted = sentinels.wait_for_new_primary(first.port, Duration::from_secs(20));
+    assert_eq!(promoted, second.port);
+    let switched_at = Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while role(&first) != "slave" {
+        assert!(
+            Instant::now() < deadline,
+            "the old primary never turned replica"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    thread::sleep(Duration::from_secs(4));
+    wait_for_replicas(&sentinels, 1);
+
+    // Phase 2 (row 21): SIGKILL the primary under traffic.
+    let killed_at = Instant::now();
+    second.kill();
+    let promoted = sentinels.wait_for_new_primary(second.port, Duration::from_secs(30));
+    assert_eq!(promoted, first.port);
+    let failed_over_at = Instant::now();
+    thread::sleep(Duration::from_secs(6));
+    stop_publishing.store(true, Ordering::Relaxed);
+    let (published, _publisher_conn) = publisher.join().expect("publisher");
+    // The last messages still reach the subscribers; everyone is still present.
+    thread::sleep(Duration::from_millis(500));
+    let present: BTreeSet<String> = roomcast_tests::roomcast::presence(&first, ROOM)
+        .into_iter()
+        .collect();
+    stop.store(true, Ordering::Relaxed);
+    let seen: Vec<Seen> = readers
+        .into_iter()
+        .map(|r| r.join().expect("subscriber"))
+        .collect();
+
+    let logs = || format!("{}\n----\n{}", edges[0].log(), edges[1].log());
+    // The epochs: one per primary run.
+    let epoch0 = published
+        .acked
+        .first()
+        .expect("acks before the failovers")
+        .0
+        .clone();
+    let epoch1 = epoch_after(&published.acked, switched_at, &[&epoch0])
+        .unwrap_or_else(|| panic!("no new epoch after phase 1\n{}", logs()));
+    // Each new primary starts a new epoch for the room.
+    epoch_after(&published.acked, failed_over_at, &[&epoch0, &epoch1])
+        .unwrap_or_else(|| panic!("no new epoch after phase 2\n{}", logs()));
+
+    // U = 0: within an epoch every subscriber has every seq, in order.
+    let mut undetected = 0;
+    let mut resyncs = 0;
+    for s in &seen {
+        let (u, r) = gaps(s);
+        undetected += u;
+        resyncs += r;
+    }
+    // L: acknowledged messages no subscriber ever received.
+    let received: BTreeSet<(String, u64)> = seen
+        .iter()
+        .flat_map(|s| s.messages.iter().map(|(e, q, _)| (e.clone(), *q)))
+        .collect();
+    let lost: Vec<&(String, u64, Instant)> = published
+        .acked
+        .iter()
+        .filter(|(e, q, _)| !received.contains(&(e.clone(), *q)))
+        .collect();
+    let lost_in_demotion = lost.iter().filter(|(_, _, at)| *at < killed_at).count();
+    let resumed_23a = resumed_after(&seen, switched_at, &epoch0);
+    let resumed_21 = resumed_after(&seen, killed_at, &epoch1);
+    let lookups: f64 = edges
+        .iter()
+        .map(|e| e.metric("roomcast_edge_primary_lookups_total"))
+        .sum();
+    println!(
+        "row 21/23a: {} acknowledged, refused {:?}; L = {} lost-acknowledged ({lost_in_demotion} \
+         acknowledged by the demoted primary before the edges moved, the rest around the \
+         SIGKILL); U = {undetected} \
+         undetected gaps, {resyncs} epoch changes seen by {} subscribers; demotion: sentinels \
+         switched {:.1} s after SENTINEL FAILOVER, delivery resumed {:.2} s after the switch; \
+         SIGKILL: sentinels switched {:.1} s after the kill (down-after {DOWN_AFTER_MS} ms), \
+         delivery resumed {:.2} s after the kill; {lookups} primary lookups",
+        published.acked.len(),
+        published.refused,
+        lost.len(),
+        seen.len(),
+        switched_at.duration_since(demoted_at).as_secs_f64(),
+        resumed_23a.map_or(f64::NAN, |d| d.as_secs_f64()),
+        failed_over_at.duration_since(killed_at).as_secs_f64(),
+        resumed_21.map_or(f64::NAN, |d| d.as_secs_f64()),
+    );
+    assert_eq!(undetected, 0, "undetected gaps\n{}", logs());
+    assert!(
+        seen.iter().all(|s| gaps(s).1 >= 2),
+        "every subscriber saw both epoch changes: {:?}",
+        seen.iter().map(gaps).collect::<Vec<_>>()
+    );
+    let resumed_23a = resumed_23a.expect("delivery resumed after the demotion");
+    assert!(
+        resumed_23a <= Duration::from_secs(2),
+        "row 23a: delivery resumed {resumed_23a:?} after the switch\n{}",
+        logs()
+    );
+    let resumed_21 = resumed_21.expect("delivery resumed after the SIGKILL");
+    assert!(
+        resumed_21
+            <= Duration::from_millis(DOWN_AFTER_MS)
+                + Duration::from_secs(5)
+                + failed_over_at
+                    .duration_since(killed_at)
+                    .saturating_sub(Duration::from_millis(DOWN_AFTER_MS)),
+        "row 21: delivery resumed {resumed_21:?} after the kill\n{}",
+        logs()
+    );
+    assert!(lookups >= 2.0, "the edges looked the primary up again");
+    // Presence intact: nobody left, everybody is still there on the last primary.
+    assert!(
+        seen.iter().all(|s| s.left.is_empty()),
+        "left events: {:?}",
+        seen.iter().map(|s| &s.left).collect::<Vec<_>>()
+    );
+    assert_eq!(present, users, "presence after both failovers");
+    drop(edges);
+    first.kill();
+}
+
+#[test]
+fn row23b_a_silently_starved_reader_is_restarted_by_its_probe_and_loses_nothing() {
+    let _turn = serial();
+    let redis = Redis::start(MODULE);
+    let upstream: SocketAddr = format!("127.0.0.1:{}", redis.port).parse().expect("addr");
+    let proxy = Proxy::start(upstream, b"XREAD");
+    let edge = start_edge(&format!("redis://{}/", proxy.addr), "fz");
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = subscribe(member(&edge, "sub"), stop.clone());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while proxy.marked() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the inbox reader never sent XREAD"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    let mut backend = redis.conn();
+    let mut publish = |n: u64| {
+        let _: redis::Value = redis::cmd("RC.PUBLISH")
+            .arg(ROOM)
+            .arg(format!("{{\"n\":{n}}}"))
+            .query(&mut backend)
+            .expect("RC.PUBLISH");
+    };
+    for n in 0..5 {
+        publish(n);
+    }
+    thread::sleep(Duration::from_millis(300));
+    assert_eq!(proxy.freeze(), 1, "one reader connection");
+    let frozen_at = Instant::now();
+    // 8 s of messages, 10 per second, while the reader hangs on a dead connection.
+    for n in 5..85 {
+        publish(n);
+        thread::sleep(Duration::from_millis(100));
+    }
+    thread::sleep(Duration::from_secs(1));
+    stop.store(true, Ordering::Relaxed);
+    let seen = reader.join().expect("subscriber");
+    let resumed = seen
+        .messages
+        .iter()
+        .find(|(_, seq, at)| *at > frozen_at && *seq > 5)
+        .map(|(_, _, at)| at.duration_since(frozen_at));
+    let seqs: Vec<u64> = seen.messages.iter().map(|(_, s, _)| *s).collect();
+    let restarts = edge.metric("roomcast_edge_reader_restarts_total");
+    println!(
+        "row 23b: reader blackholed; delivery resumed {:.2} s later after {restarts} reader \
+         restart(s); {} of 85 messages delivered, undetected gaps {}",
+        resumed.map_or(f64::NAN, |d| d.as_secs_f64()),
+        seqs.len(),
+        gaps(&seen).0
+    );
+    let resumed = resumed.unwrap_or_else(|| panic!("delivery never resumed\n{}", edge.log()));
+    assert!(
+        resumed <= Duration::from_secs(5),
+        "resumed after {resumed:?}"
+    );
+    assert!(restarts >= 1.0);
+    assert!(edge.log().contains("restarting it"), "{}", edge.log());
+    assert_eq!(
+        seqs,
+        (1..=85).collect::<Vec<u64>>(),
+        "every message, once, in order"
+    );
+}
