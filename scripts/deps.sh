@@ -40,8 +40,21 @@ ensure_browser_deps() {
   fi
 }
 
-# ensure_deps [--no-browser]: what building and testing need; --no-browser skips the
-# browser test's Chromium, Node.js and npm packages (scripts/run.sh does not need them).
+# The load-balancer test (tests/tests/lb_balancers.rs) runs the configurations in
+# deploy/ with Debian's real nginx and HAProxy (/usr/sbin/nginx, /usr/sbin/haproxy;
+# ROOMCAST_NGINX / ROOMCAST_HAPROXY point elsewhere). The test starts its own
+# processes on loopback; on a machine with systemd, installing the packages also
+# enables their services (nginx on port 80), which the test does not need.
+ensure_lb_deps() {
+  [ -x "${ROOMCAST_NGINX:-/usr/sbin/nginx}" ] || need_package "nginx (load-balancer test)" nginx
+  [ -x "${ROOMCAST_HAPROXY:-/usr/sbin/haproxy}" ] \
+    || need_package "HAProxy (load-balancer test)" haproxy
+}
+
+# ensure_deps [--no-browser | --run-only]: what building and testing need.
+#   --no-browser  skips the browser test's Chromium, Node.js and npm packages;
+#   --run-only    only what building and running need (scripts/run.sh, soak.sh): no
+#                 browser packages and no nginx or HAProxy either.
 ensure_deps() {
   command -v cargo >/dev/null || {
     echo "roomcast: cargo is missing: install the Rust toolchain (https://rustup.rs)" >&2
@@ -57,5 +70,12 @@ ensure_deps() {
      && ! ls /usr/lib/aarch64-linux-gnu/libclang*.so* >/dev/null 2>&1; then
     need_package "libclang (needed to build the module)" libclang-dev
   fi
-  [ "${1:-}" = --no-browser ] || ensure_browser_deps
+  case "${1:-}" in
+    --run-only) ;;
+    --no-browser) ensure_lb_deps ;;
+    *)
+      ensure_lb_deps
+      ensure_browser_deps
+      ;;
+  esac
 }

@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/deps.sh
-ensure_deps --no-browser
+ensure_deps --run-only
 
 cargo build --release -p roomcast-module -p roomcast-edge
 port=${ROOMCAST_PORT:-8080}

@@ -12,6 +12,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/deps.sh
-ensure_deps --no-browser
+ensure_deps --run-only
 cargo build --release -p roomcast-module -p roomcast-edge -p roomcast-benches
 exec python3 scripts/soak.py "${1:-30}"

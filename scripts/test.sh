@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole roomcast test suite — the README's test command and what CI runs.
-# Installs what is missing (redis-server, libclang-dev), builds the module, checks
+# Installs what is missing (redis-server, libclang-dev, nginx and haproxy for the
+# load-balancer test, the browser test's packages), builds the module, checks
 # formatting and lints, then runs every unit and end-to-end test. Fails loudly.
 set -euo pipefail
 cd "$(dirname "$0")/.."
