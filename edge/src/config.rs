@@ -19,7 +19,9 @@ pub struct Config {
     #[arg(long, env = "ROOMCAST_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
-    /// Redis URL (redis://host:port/). Without it, an embedded redis-server is started.
+    /// Redis URL: redis://host:port/ for one server, or
+    /// redis+sentinel://[user:password@]host:port[,host:port…]/master-name[/db] to follow
+    /// the primary Redis Sentinel names. Without it, an embedded redis-server is started.
     #[arg(long, env = "ROOMCAST_REDIS")]
     pub redis: Option<String>,
 

@@ -446,3 +446,107 @@ fn row23b_a_silently_starved_reader_is_restarted_by_its_probe_and_loses_nothing(
         "every message, once, in order"
     );
 }
+
+/// Row 22: a primary cut off from its replica keeps acknowledging writes only for
+/// `min-replicas-max-lag`; then it refuses them (`NOREPLICAS`, which clients see as
+/// `unavailable`), so at most that much acknowledged traffic is at risk should a failover
+/// follow. The cut is a proxy between replica and primary that silently stops
+/// forwarding; when the replica's link times out, it reconnects and writes resume.
+#[test]
+fn row22_a_primary_cut_off_from_its_replica_stops_acknowledging_after_the_max_lag() {
+    let _turn = serial();
+    const MAX_LAG_S: u64 = 2;
+    let lag = MAX_LAG_S.to_string();
+    let primary = Redis::start_with(
+        MODULE,
+        &[
+            "--min-replicas-to-write",
+            "1",
+            "--min-replicas-max-lag",
+            &lag,
+            "--repl-timeout",
+            "4",
+        ],
+    );
+    let upstream: SocketAddr = format!("127.0.0.1:{}", primary.port).parse().expect("addr");
+    let link = Proxy::start(upstream, b"REPLCONF");
+    let replica = Redis::start_with(
+        MODULE,
+        &[
+            "--replicaof",
+            "127.0.0.1",
+            &link.addr.port().to_string(),
+            "--repl-timeout",
+            "4",
+        ],
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while replica.info_field("replication", "master_link_status") != "up" {
+        assert!(Instant::now() < deadline, "replica never synced");
+        thread::sleep(Duration::from_millis(50));
+    }
+    let sentinels = Sentinels::start(3, "roomcast", primary.port, DOWN_AFTER_MS);
+    let edge = start_edge(&sentinels.url(), "fp");
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = subscribe(member(&edge, "sub"), stop.clone());
+    let stop_publishing = Arc::new(AtomicBool::new(false));
+    let publisher = publish_steadily(
+        member(&edge, "pub"),
+        Duration::from_millis(4),
+        stop_publishing.clone(),
+    );
+    thread::sleep(Duration::from_secs(2));
+    assert!(link.freeze() >= 1, "the replication link is cut");
+    let cut_at = Instant::now();
+    thread::sleep(Duration::from_secs(12));
+    stop_publishing.store(true, Ordering::Relaxed);
+    let (published, _conn) = publisher.join().expect("publisher");
+    thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    let seen = reader.join().expect("subscriber");
+
+    // The acknowledgements after the cut: those before the primary started refusing are
+    // the ones a failover at that point would lose.
+    let acked_after: Vec<Instant> = published
+        .acked
+        .iter()
+        .map(|(_, _, at)| *at)
+        .filter(|at| *at > cut_at)
+        .collect();
+    let refusing_from = acked_after
+        .windows(2)
+        .find(|w| w[1].duration_since(w[0]) > Duration::from_millis(500))
+        .map(|w| w[0]);
+    let at_risk = refusing_from.map_or(acked_after.len(), |last| {
+        acked_after.iter().filter(|at| **at <= last).count()
+    });
+    let window = refusing_from.map(|last| last.duration_since(cut_at));
+    let resumed = refusing_from.and_then(|last| {
+        acked_after
+            .iter()
+            .find(|at| **at > last)
+            .map(|at| at.duration_since(cut_at))
+    });
+    println!(
+        "row 22: cut off from its replica, the primary acknowledged {at_risk} messages for \
+         {:.2} s (min-replicas-max-lag {MAX_LAG_S} s), then refused ({:?}); writes resumed \
+         {:.1} s after the cut once the replica reconnected; undetected gaps {}",
+        window.map_or(f64::NAN, |d| d.as_secs_f64()),
+        published.refused,
+        resumed.map_or(f64::NAN, |d| d.as_secs_f64()),
+        gaps(&seen).0,
+    );
+    let window = window.unwrap_or_else(|| panic!("the primary never refused\n{}", edge.log()));
+    assert!(
+        window <= Duration::from_secs(MAX_LAG_S + 2),
+        "acknowledged for {window:?} after the cut"
+    );
+    assert!(published.refused.get("unavailable").is_some_and(|n| *n > 0));
+    assert!(resumed.is_some(), "writes resumed after the link healed");
+    assert_eq!(gaps(&seen).0, 0);
+    let received: BTreeSet<u64> = seen.messages.iter().map(|(_, q, _)| *q).collect();
+    assert!(
+        published.acked.iter().all(|(_, q, _)| received.contains(q)),
+        "without a failover every acknowledged message is delivered"
+    );
+}

@@ -660,13 +660,14 @@ fn room_allowed(patterns: Option<&[&str]>, room: &str) -> bool {
 /// What a denied action must leave unchanged in Redis.
 #[derive(Debug, PartialEq)]
 struct Snapshot {
-    /// Writes since start (`rdb_changes_since_last_save`): any key change counts.
+    /// Writes since start (`rdb_changes_since_last_save`): any key change counts, except
+    /// the edges' liveness probes (one `XADD` to their own inbox a second).
     dirty: i64,
     /// `RC.INFO` counters and gauges.
     counters: Vec<(String, i64)>,
     /// `RC.MEMBERS room`.
     members: Vec<String>,
-    /// `XLEN` of each edge's inbox.
+    /// Entries in each edge's inbox, probes left out.
     inboxes: Vec<i64>,
 }
 
@@ -676,22 +677,33 @@ fn snapshot(conn: &mut redis::Connection, room: &str, inboxes: &[String]) -> Sna
     pipe.cmd("RC.INFO");
     pipe.cmd("RC.MEMBERS").arg(room);
     for key in inboxes {
-        pipe.cmd("XLEN").arg(key);
+        pipe.cmd("XRANGE").arg(key).arg("-").arg("+");
     }
     let replies: Vec<redis::Value> = pipe.query(conn).expect("snapshot");
     let info = text(&replies[0]);
-    let dirty = info
+    let dirty: i64 = info
         .lines()
         .find_map(|l| l.strip_prefix("rdb_changes_since_last_save:"))
         .and_then(|v| v.trim().parse().ok())
         .expect("rdb_changes_since_last_save");
     let mut counters: Vec<(String, i64)> = rc_info(&replies[1]).into_iter().collect();
     counters.sort();
+    let is_probe = |entry: &redis::Value| {
+        let fields = array(&array(entry)[1]);
+        fields.chunks(2).any(|kv| text(&kv[0]) == "kind" && text(&kv[1]) == "probe")
+    };
+    let (mut probes, mut counts) = (0i64, Vec::new());
+    for reply in &replies[3..] {
+        let entries = array(reply);
+        let p = entries.iter().filter(|e| is_probe(e)).count() as i64;
+        probes += p;
+        counts.push(entries.len() as i64 - p);
+    }
     Snapshot {
-        dirty,
+        dirty: dirty - probes,
         counters,
         members: array(&replies[2]).iter().map(text).collect(),
-        inboxes: replies[3..].iter().map(int).collect(),
+        inboxes: counts,
     }
 }
 
