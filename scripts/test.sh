@@ -17,6 +17,8 @@ echo "== tests =="
 cargo test --workspace --no-fail-fast
 echo "== fuzz targets still build (they compile edge sources in; run them with scripts/fuzz.sh) =="
 cargo check --manifest-path fuzz/Cargo.toml --bins
+echo "== the Grafana dashboard and docs/OPERATIONS.md name only metrics the edge exports =="
+python3 docs/grafana/check_metrics.py
 echo "== JavaScript client tests (Node's test runner, real edges) =="
 (cd clients/js && node --experimental-websocket --test test/)
 echo "== Autobahn|Testsuite (RFC 6455 conformance of the edge in --echo mode) =="
