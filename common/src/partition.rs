@@ -87,6 +87,16 @@ impl Partitioner {
         self.tags.iter().position(|t| t == tag).map(|p| p as u32)
     }
 
+    /// Whether a command whose routing key (its first argument) is `first_arg` reaches
+    /// the Redis Cluster slot of partition `p`: true for tagged names (`{tag}room`) and
+    /// the bare tag, and for a plain name only when its own slot happens to be the
+    /// partition's. Redis Cluster routes a module command by its first argument, so a
+    /// plain name may land on a shard that does not hold its partition.
+    pub fn routes_to(&self, first_arg: &[u8], p: u32) -> bool {
+        let tag = format!("{{{}}}", self.tag(p));
+        crate::crc16::key_slot(first_arg) == crate::crc16::key_slot(tag.as_bytes())
+    }
+
     /// The tagged form `{tag}name` of a plain name, as cluster clients send it.
     pub fn tagged(&self, plain: &str) -> String {
         let tag = self.tag(self.partition_of(plain.as_bytes()));
@@ -148,6 +158,21 @@ fn split_tag(raw: &[u8]) -> Result<(Option<&[u8]>, &[u8]), NameError> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn only_names_in_the_partitions_slot_route_to_it() {
+        let p = Partitioner::new(16).unwrap();
+        let part = p.partition_of(b"lobby");
+        let tagged = p.tagged("lobby");
+        assert!(p.routes_to(tagged.as_bytes(), part));
+        assert!(p.routes_to(format!("{{{}}}", p.tag(part)).as_bytes(), part));
+        assert!(!p.routes_to(tagged.as_bytes(), (part + 1) % 16));
+        // A plain name routes by its own slot, which is not its partition tag's.
+        assert_eq!(
+            p.routes_to(b"lobby", part),
+            crate::crc16::key_slot(b"lobby") == crate::crc16::key_slot(tagged.as_bytes())
+        );
+    }
+
     use super::*;
 
     #[test]

@@ -7,7 +7,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
-use redis_module::RedisError;
+use redis_module::{Context, ContextFlags, RedisError, RedisString};
 use roomcast_common::keys::PartitionKeys;
 use roomcast_common::partition::Partitioner;
 
@@ -48,6 +48,36 @@ impl Layout {
         self.keys
             .get(p as usize)
             .ok_or(RedisError::Str("ERR partition out of range"))
+    }
+
+    /// Key builder of partition `p` for a command whose routing key is `args[1]`.
+    ///
+    /// Under Redis Cluster the command runs where its first argument's slot lives; unless
+    /// that is partition `p`'s slot, this server may not hold the partition, and the
+    /// module's low-level reads would answer as if the room or user were empty. So a
+    /// plain name whose slot differs from its partition's is refused there with the name
+    /// to use instead (a standalone server holds every partition: no check).
+    pub fn routed(
+        &self,
+        ctx: &Context,
+        args: &[RedisString],
+        p: u32,
+    ) -> Result<&PartitionKeys, RedisError> {
+        let keys = self.keys(p)?;
+        if !ctx.get_flags().contains(ContextFlags::CLUSTER) {
+            return Ok(keys);
+        }
+        let first = args.get(1).map_or(&[][..], |a| a.as_slice());
+        if self.partitioner.routes_to(first, p) {
+            return Ok(keys);
+        }
+        let name = String::from_utf8_lossy(first);
+        Err(RedisError::String(format!(
+            "ERR under Redis Cluster address '{name}' by its partition-tagged name \
+             '{{{}}}{name}' (or the partition tag), so that the command reaches the shard \
+             holding its partition",
+            self.partitioner.tag(p)
+        )))
     }
 }
 

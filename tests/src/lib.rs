@@ -13,8 +13,10 @@
 //! - [`reply`]: small helpers to read replies and errors.
 //! - [`ws`]: a blocking WebSocket test client (and plain HTTP GET) for the edge.
 //! - [`sentinel`]: Redis Sentinel processes for failover tests.
+//! - [`cluster`]: a Redis Cluster (masters and replicas) with the module on every node.
 //! - [`proxy`]: a TCP proxy that can silently stop forwarding a connection.
 
+pub mod cluster;
 pub mod edge;
 pub mod proxy;
 pub mod reply;
