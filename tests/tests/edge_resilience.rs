@@ -690,7 +690,9 @@ fn snapshot(conn: &mut redis::Connection, room: &str, inboxes: &[String]) -> Sna
     counters.sort();
     let is_probe = |entry: &redis::Value| {
         let fields = array(&array(entry)[1]);
-        fields.chunks(2).any(|kv| text(&kv[0]) == "kind" && text(&kv[1]) == "probe")
+        fields
+            .chunks(2)
+            .any(|kv| text(&kv[0]) == "kind" && text(&kv[1]) == "probe")
     };
     let (mut probes, mut counts) = (0i64, Vec::new());
     for reply in &replies[3..] {
