@@ -62,11 +62,16 @@ impl Liveness {
         pending.push_back((n, at));
     }
 
-    /// The reader read an entry at `at`; `probe` is the number in a probe entry's data.
-    pub fn read(&self, at: Instant, probe: Option<&[u8]>) {
+    /// The reader read entries (probes or not) at `at`: it is making progress.
+    pub fn progressed(&self, at: Instant) {
         self.progress.set(at);
-        let Some(n) = probe
-            .and_then(|d| std::str::from_utf8(d).ok())
+    }
+
+    /// The reader read back a probe entry whose data is `data` (its number): that probe
+    /// and every earlier one arrived.
+    pub fn probe_seen(&self, data: &[u8]) {
+        let Some(n) = std::str::from_utf8(data)
+            .ok()
             .and_then(|d| d.parse::<u64>().ok())
         else {
             return;
@@ -169,24 +174,27 @@ mod tests {
         l.sent(1, s(1));
         l.sent(2, s(2));
         assert!(!l.starved(s(3)));
-        l.read(s(3), Some(b"1"));
+        l.progressed(s(3));
+        l.probe_seen(b"1");
         assert!(!l.starved(s(5)), "probe 2 is 3 s old, not more");
         assert!(!l.starved(s(6)), "something was read 3 s ago, not more");
         assert!(l.starved(s(7)), "probe 2 unseen and nothing read for > 3 s");
         // Other entries still flowing (a busy reader behind its backlog) is progress.
-        l.read(s(7), None);
+        l.progressed(s(7));
         assert!(!l.starved(s(9)));
         assert!(l.starved(s(11)));
         // Seeing a later probe clears the earlier ones.
         l.sent(3, s(10));
-        l.read(s(11), Some(b"3"));
+        l.progressed(s(11));
+        l.probe_seen(b"3");
         assert!(!l.starved(s(30)));
         l.sent(4, s(30));
         l.reset(s(31));
         assert!(!l.starved(s(40)));
         // A garbled probe counts as progress only.
         l.sent(5, s(40));
-        l.read(s(41), Some(b"x"));
+        l.progressed(s(41));
+        l.probe_seen(b"x");
         assert!(l.starved(s(45)));
     }
 }

@@ -222,7 +222,8 @@ async fn deliver(
     next_round(worker);
     // Everything in this reply was published before it arrived: close the connections
     // whose token has expired by now first, so none of it reaches them.
-    worker.local.borrow_mut().expire(std::time::Instant::now());
+    let now = Instant::now();
+    worker.local.borrow_mut().expire(now);
     let mut chunk = 0usize;
     let mut count = 0usize;
     for stream in streams {
@@ -246,10 +247,9 @@ async fn deliver(
                 *slot = id.to_string();
             }
             let entry = decode(fields);
-            worker.liveness.read(
-                Instant::now(),
-                (entry.kind == Some(Kind::Probe)).then_some(entry.data),
-            );
+            if entry.kind == Some(Kind::Probe) {
+                worker.liveness.probe_seen(entry.data);
+            }
             chunk += entry.data.len() + 64;
             count += 1;
             fan_out(worker, &entry);
@@ -259,6 +259,10 @@ async fn deliver(
                 next_round(worker);
             }
         }
+    }
+    if count > 0 {
+        // Progress for the liveness probe: once per reply, not per entry.
+        worker.liveness.progressed(now);
     }
     count
 }
