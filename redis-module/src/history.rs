@@ -256,7 +256,7 @@ pub fn history_command(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     let layout = layout()?;
     let History { room, since, count } = check(command::history(&layout.partitioner, &args))?;
     let count = count as usize;
-    let keys = layout.routed(ctx, &args, room.partition)?;
+    let keys = layout.routed(&args, room.partition)?;
     let (cut, recovered, entries) = match &since {
         Some(since) => {
             let replay = after(ctx, keys, room.name, since, count)?;

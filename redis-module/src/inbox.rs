@@ -10,7 +10,7 @@
 use std::os::raw::c_int;
 
 use redis_module::raw::{self, KeyType, RedisModuleStreamID};
-use redis_module::{Context, ContextFlags, RedisError, RedisString};
+use redis_module::{Context, RedisError, RedisString};
 use roomcast_common::entry::{self, Kind};
 use roomcast_common::keys::PartitionKeys;
 
@@ -23,14 +23,14 @@ use crate::state::{layout, ROUTED};
 /// per partition (Redis Cluster, where a command may only touch its own slot). A blocked
 /// `XREAD` costs Redis roughly in proportion to the keys it waits on, so on a single
 /// server an edge waits on one key instead of one per partition.
-pub fn shared(ctx: &Context) -> bool {
-    !ctx.get_flags().contains(ContextFlags::CLUSTER)
+pub fn shared() -> bool {
+    layout().map_or(true, |l| !l.cluster)
 }
 
 /// The inbox stream `node` reads the entries of partition `keys` from: partition 0's
 /// inbox key when inboxes are [`shared`], else the partition's own.
-pub fn key_for(ctx: &Context, keys: &PartitionKeys, node: &str) -> Result<String, RedisError> {
-    if shared(ctx) {
+pub fn key_for(keys: &PartitionKeys, node: &str) -> Result<String, RedisError> {
+    if shared() {
         Ok(layout()?.keys(0)?.inbox(node))
     } else {
         Ok(keys.inbox(node))

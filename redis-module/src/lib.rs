@@ -44,7 +44,9 @@ pub mod state;
 pub mod sweep;
 
 use redis_module::configuration::ConfigurationFlags;
-use redis_module::{redis_module, Context, InfoContext, RedisResult, RedisString, Status};
+use redis_module::{
+    redis_module, Context, ContextFlags, InfoContext, RedisResult, RedisString, Status,
+};
 use roomcast_common::partition::MAX_PARTITIONS;
 
 use commands::{info, kick, node, presence, publish, rooms, throttle};
@@ -52,7 +54,8 @@ use config::defaults;
 
 /// Builds the partition layout and starts the sweep timer once configs are loaded.
 fn init(ctx: &Context, _args: &[RedisString]) -> Status {
-    match state::init_layout(config::get(&config::PARTITIONS)) {
+    let cluster = ctx.get_flags().contains(ContextFlags::CLUSTER);
+    match state::init_layout(config::get(&config::PARTITIONS), cluster) {
         Ok(()) => {
             sweep::start(ctx);
             Status::Ok

@@ -78,7 +78,7 @@ fn tell_room(
     entry: &Entry,
 ) -> Result<(), RedisError> {
     for (node, _) in room_nodes(ctx, keys, room)? {
-        entry.append_to(ctx, &inbox::key_for(ctx, keys, &node)?)?;
+        entry.append_to(ctx, &inbox::key_for(keys, &node)?)?;
     }
     Ok(())
 }
@@ -279,7 +279,7 @@ pub fn tell_user(
 ) -> Result<(usize, usize), RedisError> {
     let (connections, nodes) = user_nodes(ctx, keys, user)?;
     for node in &nodes {
-        entry.append_to(ctx, &inbox::key_for(ctx, keys, node)?)?;
+        entry.append_to(ctx, &inbox::key_for(keys, node)?)?;
     }
     Ok((connections, nodes.len()))
 }
@@ -513,13 +513,13 @@ fn delete_inbox_if_unleased(
     keys: &PartitionKeys,
     node: &str,
 ) -> Result<(), RedisError> {
-    let leased = if inbox::shared(ctx) {
+    let leased = if inbox::shared() {
         holds_any_lease(ctx, node)?
     } else {
         ops::hget(ctx, &keys.nodes(), node)?.is_some()
     };
     if !leased {
-        let inbox_key = inbox::key_for(ctx, keys, node)?;
+        let inbox_key = inbox::key_for(keys, node)?;
         ops::write(ctx, "DEL", &[inbox_key.as_bytes()])?;
     }
     Ok(())

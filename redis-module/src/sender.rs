@@ -11,7 +11,7 @@
 //! slot of its first argument, so the state lives in the partition of the room (or
 //! direct-message recipient) and the limit applies per sender per partition.
 
-use redis_module::{Context, ContextFlags, RedisError};
+use redis_module::{Context, RedisError};
 use roomcast_common::entry::Kind;
 use roomcast_common::gcra::{self, ceil_millis, Quota, TatStore};
 use roomcast_common::keys::PartitionKeys;
@@ -136,8 +136,7 @@ pub fn decide(
 pub fn check(ctx: &Context, sender: &str, routing_partition: u32) -> Result<(), RedisError> {
     let layout = layout()?;
     let rate = config::get(&config::PUBLISH_RATE);
-    let cluster = ctx.get_flags().contains(ContextFlags::CLUSTER);
-    let partition = if cluster {
+    let partition = if layout.cluster {
         routing_partition
     } else {
         layout.partitioner.partition_of(sender.as_bytes())
@@ -181,7 +180,7 @@ pub fn check(ctx: &Context, sender: &str, routing_partition: u32) -> Result<(), 
         } => {
             if new {
                 BANNED.add(1);
-                kick_everywhere(ctx, keys, sender, cluster)?;
+                kick_everywhere(ctx, keys, sender, layout.cluster)?;
             }
             Err(coded("BANNED", format!("retry_after_ms={retry_after_ms}")))
         }
@@ -214,7 +213,7 @@ fn kick_everywhere(
         (user_keys, membership::user_nodes(ctx, user_keys, user)?.1)
     };
     for node in nodes {
-        entry.append_to(ctx, &inbox::key_for(ctx, keys, &node)?)?;
+        entry.append_to(ctx, &inbox::key_for(keys, &node)?)?;
     }
     Ok(())
 }

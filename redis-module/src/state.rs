@@ -7,7 +7,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
-use redis_module::{Context, ContextFlags, RedisError, RedisString};
+use redis_module::{RedisError, RedisString};
 use roomcast_common::keys::PartitionKeys;
 use roomcast_common::partition::Partitioner;
 
@@ -17,12 +17,15 @@ pub struct Layout {
     pub partitioner: Partitioner,
     /// `keys[p]` builds the key names of partition `p`.
     pub keys: Vec<PartitionKeys>,
+    /// The server runs Redis Cluster (`cluster-enabled`, fixed for the process): read
+    /// once at load rather than asking Redis for its context flags on every command.
+    pub cluster: bool,
 }
 
 static LAYOUT: OnceLock<Layout> = OnceLock::new();
 
 /// Builds the layout once, at module load.
-pub fn init_layout(partitions: i64) -> Result<(), String> {
+pub fn init_layout(partitions: i64, cluster: bool) -> Result<(), String> {
     let count = u32::try_from(partitions).map_err(|_| "partitions is out of range".to_string())?;
     let partitioner = Partitioner::new(count)?;
     let keys = partitioner
@@ -31,7 +34,11 @@ pub fn init_layout(partitions: i64) -> Result<(), String> {
         .map(|tag| PartitionKeys::new(tag))
         .collect();
     // A second load in the same process keeps the first layout, which is the same.
-    let _ = LAYOUT.set(Layout { partitioner, keys });
+    let _ = LAYOUT.set(Layout {
+        partitioner,
+        keys,
+        cluster,
+    });
     Ok(())
 }
 
@@ -57,14 +64,9 @@ impl Layout {
     /// module's low-level reads would answer as if the room or user were empty. So a
     /// plain name whose slot differs from its partition's is refused there with the name
     /// to use instead (a standalone server holds every partition: no check).
-    pub fn routed(
-        &self,
-        ctx: &Context,
-        args: &[RedisString],
-        p: u32,
-    ) -> Result<&PartitionKeys, RedisError> {
+    pub fn routed(&self, args: &[RedisString], p: u32) -> Result<&PartitionKeys, RedisError> {
         let keys = self.keys(p)?;
-        if !ctx.get_flags().contains(ContextFlags::CLUSTER) {
+        if !self.cluster {
             return Ok(keys);
         }
         let first = args.get(1).map_or(&[][..], |a| a.as_slice());

@@ -87,7 +87,7 @@ pub fn info(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
                 .collect(),
         ),
         RedisValue::SimpleStringStatic("inbox"),
-        RedisValue::SimpleStringStatic(if crate::inbox::shared(ctx) {
+        RedisValue::SimpleStringStatic(if crate::inbox::shared() {
             "shared"
         } else {
             "per-partition"

@@ -16,7 +16,7 @@ use crate::state::layout;
 pub fn kick(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     let layout = layout()?;
     let Kick { user, reason } = check(command::kick(&layout.partitioner, &args))?;
-    let keys = layout.routed(ctx, &args, user.partition)?;
+    let keys = layout.routed(&args, user.partition)?;
     let entry = Entry::new(
         ctx,
         Kind::Kick,

@@ -16,7 +16,7 @@ pub fn lease(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         node,
         ttl_ms: ttl,
     } = check(command::node_lease(&layout.partitioner, &args))?;
-    let keys = layout.routed(ctx, &args, partition)?;
+    let keys = layout.routed(&args, partition)?;
     let expires = ops::now_ms().saturating_add(ttl).to_string();
     let created = ops::write(
         ctx,
@@ -31,7 +31,7 @@ pub fn lease(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
 pub fn down(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     let layout = layout()?;
     let NodeDown { partition, node } = check(command::node_down(&layout.partitioner, &args))?;
-    let removed = membership::remove_node(ctx, layout.routed(ctx, &args, partition)?, node)?;
+    let removed = membership::remove_node(ctx, layout.routed(&args, partition)?, node)?;
     Ok(RedisValue::Array(vec![
         RedisValue::Integer(removed.connections),
         RedisValue::Integer(removed.memberships),

@@ -17,7 +17,7 @@ pub fn connect(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         conn,
         meta,
     } = check(command::connect(&layout.partitioner, &args))?;
-    let keys = layout.routed(ctx, &args, user.partition)?;
+    let keys = layout.routed(&args, user.partition)?;
     require_lease(ctx, keys, node)?;
 
     let conns_key = keys.user_conns(user.name);
@@ -69,7 +69,7 @@ pub fn disconnect(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     let Disconnect { user, node, conn } = check(command::disconnect(&layout.partitioner, &args))?;
     let removed = membership::disconnect(
         ctx,
-        layout.routed(ctx, &args, user.partition)?,
+        layout.routed(&args, user.partition)?,
         user.name,
         node,
         conn,
@@ -81,8 +81,7 @@ pub fn disconnect(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
 pub fn conns(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     let layout = layout()?;
     let user = check(command::conns(&layout.partitioner, &args))?;
-    let mut list =
-        membership::user_conns(ctx, layout.routed(ctx, &args, user.partition)?, user.name)?;
+    let mut list = membership::user_conns(ctx, layout.routed(&args, user.partition)?, user.name)?;
     list.sort();
     Ok(RedisValue::Array(
         list.into_iter()

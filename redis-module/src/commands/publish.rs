@@ -37,7 +37,7 @@ pub fn publish(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         sender::check(ctx, from.name, room.partition)?;
     }
 
-    let keys = layout.routed(ctx, &args, room.partition)?;
+    let keys = layout.routed(&args, room.partition)?;
     let nodes = membership::room_nodes(ctx, keys, room.name)?;
     let skip_node = match conn {
         Some(conn) => ops::hget(ctx, &keys.room_conns(room.name), conn)?
@@ -77,7 +77,7 @@ pub fn publish(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
             *count
         };
         if recipients > 0 {
-            entry.append_to(ctx, &inbox::key_for(ctx, keys, node)?)?;
+            entry.append_to(ctx, &inbox::key_for(keys, node)?)?;
             connections += recipients;
             routed += 1;
         }
@@ -100,7 +100,7 @@ pub fn send(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         sender::check(ctx, from.name, user.partition)?;
     }
 
-    let keys = layout.routed(ctx, &args, user.partition)?;
+    let keys = layout.routed(&args, user.partition)?;
     let from_name = from.map_or("", |f| f.name);
     let entry = Entry::new(
         ctx,

@@ -26,7 +26,7 @@ pub fn join(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         user,
         since,
     } = check(command::join(&layout.partitioner, &args))?;
-    let keys = layout.routed(ctx, &args, room.partition)?;
+    let keys = layout.routed(&args, room.partition)?;
     require_lease(ctx, keys, node)?;
     let joined = membership::join(ctx, keys, room.name, node, conn, user.name)?;
     let Some(since) = since else {
@@ -58,7 +58,7 @@ pub fn leave(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     let Leave { room, node, conn } = check(command::leave(&layout.partitioner, &args))?;
     let left = membership::leave(
         ctx,
-        layout.routed(ctx, &args, room.partition)?,
+        layout.routed(&args, room.partition)?,
         room.name,
         node,
         conn,
@@ -70,9 +70,7 @@ pub fn leave(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
 pub fn members(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     let layout = layout()?;
     let room = check(command::room(&layout.partitioner, &args))?;
-    let key = layout
-        .routed(ctx, &args, room.partition)?
-        .room_conns(room.name);
+    let key = layout.routed(&args, room.partition)?.room_conns(room.name);
     sorted_fields(ops::hgetall(ctx, &key)?)
 }
 
@@ -80,9 +78,7 @@ pub fn members(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
 pub fn presence(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     let layout = layout()?;
     let room = check(command::room(&layout.partitioner, &args))?;
-    let key = layout
-        .routed(ctx, &args, room.partition)?
-        .room_users(room.name);
+    let key = layout.routed(&args, room.partition)?.room_users(room.name);
     sorted_fields(ops::hgetall(ctx, &key)?)
 }
 

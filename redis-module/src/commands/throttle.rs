@@ -42,7 +42,7 @@ pub fn throttle(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         quantity,
     } = check(command::throttle(&layout.partitioner, &args))?;
 
-    let name = layout.routed(ctx, &args, key.partition)?.throttle(key.name);
+    let name = layout.routed(&args, key.partition)?.throttle(key.name);
     let tat_us = ops::get_string(ctx, &name)?
         .and_then(|b| std::str::from_utf8(&b).ok()?.parse::<i64>().ok());
     let now_ms = ops::now_ms();
