@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use redis::{Connection, Value};
 
-use crate::{free_port, module_path};
+use crate::{free_port, info_value, module_path};
 
 /// Cluster tests of one process run one at a time.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -110,16 +110,6 @@ fn try_conn(port: u16) -> redis::RedisResult<Connection> {
     conn.set_read_timeout(Some(Duration::from_secs(10)))?;
     conn.set_write_timeout(Some(Duration::from_secs(10)))?;
     Ok(conn)
-}
-
-/// One `field:value` line of an `INFO`-style text (`""` when absent).
-pub fn field(info: &str, name: &str) -> String {
-    let prefix = format!("{name}:");
-    info.lines()
-        .find_map(|l| l.strip_prefix(prefix.as_str()))
-        .unwrap_or_default()
-        .trim()
-        .to_string()
 }
 
 fn as_int(v: &Value) -> Option<i64> {
@@ -329,7 +319,7 @@ impl Cluster {
         self.wait_until(timeout, |cluster| {
             let map = cluster.agreed_slot_map()?;
             for port in cluster.alive_ports() {
-                let known = field(&cluster.cluster_info(port)?, "cluster_known_nodes");
+                let known = info_value(&cluster.cluster_info(port)?, "cluster_known_nodes");
                 if known != total.to_string() {
                     return Err(format!("node {port} knows {known} of {total} nodes"));
                 }
@@ -391,7 +381,7 @@ impl Cluster {
     fn agreed_slot_map(&self) -> Result<Vec<SlotRange>, String> {
         let mut agreed: Option<(u16, Vec<SlotRange>)> = None;
         for port in self.alive_ports() {
-            let state = field(&self.cluster_info(port)?, "cluster_state");
+            let state = info_value(&self.cluster_info(port)?, "cluster_state");
             if state != "ok" {
                 return Err(format!("node {port} says cluster_state:{state}"));
             }
@@ -426,7 +416,7 @@ impl Cluster {
                 continue;
             }
             let info = self.query_text(*replica, &["INFO", "replication"])?;
-            let link = field(&info, "master_link_status");
+            let link = info_value(&info, "master_link_status");
             if link != "up" {
                 return Err(format!("replica {replica}: master_link_status:{link}"));
             }

@@ -133,12 +133,8 @@ impl Edge {
     }
 
     fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok((200, _)) = ws::http_get(self.addr, "/readyz") {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        if ws::await_ok(self.addr, "/readyz", Duration::from_secs(20)) {
+            return;
         }
         panic!("roomcast-edge never became ready:\n{}", self.log());
     }

@@ -47,6 +47,17 @@ pub fn module_path() -> PathBuf {
     path
 }
 
+/// One `name:value` line of an `INFO`-style text (`INFO`, `CLUSTER INFO`), trimmed;
+/// `""` when absent.
+pub fn info_value(info: &str, name: &str) -> String {
+    let prefix = format!("{name}:");
+    info.lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
 /// A free TCP port on 127.0.0.1 (bound then released; callers retry on a race).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -305,12 +316,7 @@ impl Redis {
             .arg(section)
             .query(&mut self.conn())
             .expect("INFO");
-        let prefix = format!("{field}:");
-        info.lines()
-            .find_map(|l| l.strip_prefix(prefix.as_str()))
-            .unwrap_or_default()
-            .trim()
-            .to_string()
+        info_value(&info, field)
     }
 
     /// Runs many commands as one stream over a fresh connection, for bulk loads: the

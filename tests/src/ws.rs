@@ -11,7 +11,8 @@
 //!   is a [`Connect`]: an open [`WsClient`] or the refusal (status and body).
 //! - [`WsClient`]: sends frames (well-formed or not) and receives [`Message`]s with a
 //!   deadline; [`WsClient::recv_json`] and friends for the JSON protocol.
-//! - [`http_get`]: a plain GET (`/metrics`, `/healthz`, `/readyz`).
+//! - [`http_get`]: a plain GET (`/metrics`, `/healthz`, `/readyz`); [`await_ok`] polls one
+//!   until it answers 200.
 //! - [`encode_frame`], [`parse_frame`], [`apply_mask`], [`accept_key`]: the pure pieces
 //!   (also usable by tests that play the server side).
 //!
@@ -389,6 +390,18 @@ fn handshake(
         partial: None,
         headers: head.headers,
     }))
+}
+
+/// Polls `GET path` until it answers 200; false if it has not within `timeout`.
+pub fn await_ok(addr: SocketAddr, path: &str, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Ok((200, _)) = http_get(addr, path) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
 }
 
 /// A plain `GET path` (HTTP/1.1, `Connection: close`): the status and the body (lossily

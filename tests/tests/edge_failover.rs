@@ -76,8 +76,10 @@ struct Seen {
     left: Vec<String>,
 }
 
-/// A subscriber reading on its own thread until `stop`.
-fn subscribe(mut client: WsClient, stop: Arc<AtomicBool>) -> thread::JoinHandle<Seen> {
+/// A subscriber reading on its own thread until `stop`; hands its connection back
+/// still open, so that subscribers ending one after the other send no `left` events to
+/// those still reading.
+fn subscribe(mut client: WsClient, stop: Arc<AtomicBool>) -> thread::JoinHandle<(Seen, WsClient)> {
     thread::spawn(move || {
         let mut seen = Seen::default();
         while !stop.load(Ordering::Relaxed) {
@@ -94,7 +96,7 @@ fn subscribe(mut client: WsClient, stop: Arc<AtomicBool>) -> thread::JoinHandle<
                 _ => {}
             }
         }
-        seen
+        (seen, client)
     })
 }
 
@@ -159,18 +161,6 @@ fn publish_steadily(
         }
         (out, client)
     })
-}
-
-/// `ROLE` of a server: "master" or "slave".
-fn role(redis: &Redis) -> String {
-    let reply: redis::Value = redis::cmd("ROLE").query(&mut redis.conn()).expect("ROLE");
-    match reply {
-        redis::Value::Array(parts) => match parts.first() {
-            Some(redis::Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
-            other => format!("{other:?}"),
-        },
-        other => format!("{other:?}"),
-    }
 }
 
 /// Waits until every sentinel lists `count` replicas of the primary (they learn them
@@ -259,7 +249,7 @@ fn row21_23a_sentinel_failovers_under_traffic_leave_no_undetected_gap() {
     assert_eq!(promoted, second.port);
     let switched_at = Instant::now();
     let deadline = Instant::now() + Duration::from_secs(20);
-    while role(&first) != "slave" {
+    while first.info_field("replication", "role") != "slave" {
         assert!(
             Instant::now() < deadline,
             "the old primary never turned replica"
@@ -284,10 +274,10 @@ fn row21_23a_sentinel_failovers_under_traffic_leave_no_undetected_gap() {
         .into_iter()
         .collect();
     stop.store(true, Ordering::Relaxed);
-    let seen: Vec<Seen> = readers
+    let (seen, _open): (Vec<Seen>, Vec<WsClient>) = readers
         .into_iter()
         .map(|r| r.join().expect("subscriber"))
-        .collect();
+        .unzip();
 
     let logs = || format!("{}\n----\n{}", edges[0].log(), edges[1].log());
     // The epochs: one per primary run.
@@ -418,7 +408,7 @@ fn row23b_a_silently_starved_reader_is_restarted_by_its_probe_and_loses_nothing(
     }
     thread::sleep(Duration::from_secs(1));
     stop.store(true, Ordering::Relaxed);
-    let seen = reader.join().expect("subscriber");
+    let (seen, _open) = reader.join().expect("subscriber");
     let resumed = seen
         .messages
         .iter()
@@ -503,7 +493,7 @@ fn row22_a_primary_cut_off_from_its_replica_stops_acknowledging_after_the_max_la
     let (published, _conn) = publisher.join().expect("publisher");
     thread::sleep(Duration::from_millis(500));
     stop.store(true, Ordering::Relaxed);
-    let seen = reader.join().expect("subscriber");
+    let (seen, _open) = reader.join().expect("subscriber");
 
     // The acknowledgements after the cut: those before the primary started refusing are
     // the ones a failover at that point would lose.

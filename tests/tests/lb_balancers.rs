@@ -191,12 +191,8 @@ impl Balancer {
 
     /// Waits until `/readyz` through the balancer answers 200.
     fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok((200, _)) = ws::http_get(self.addr, "/readyz") {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        if ws::await_ok(self.addr, "/readyz", Duration::from_secs(10)) {
+            return;
         }
         panic!(
             "/readyz through {} never answered 200:\n{}",

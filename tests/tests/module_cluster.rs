@@ -15,7 +15,8 @@ use redis::{Connection, RedisResult, Value};
 use roomcast_common::crc16::key_slot;
 use roomcast_common::keys::PartitionKeys;
 use roomcast_common::partition::Partitioner;
-use roomcast_tests::cluster::{field, Cluster, SlotRange};
+use roomcast_tests::cluster::{Cluster, SlotRange};
+use roomcast_tests::info_value;
 use roomcast_tests::reply::{array, counts, error_text, int, strings, text};
 use roomcast_tests::roomcast::{layout, stream, InboxEntry};
 
@@ -156,7 +157,7 @@ fn every_node_loads_the_module_and_partitions_spread_over_the_masters() {
             cluster.log(port)
         );
         let info = rc_info(&mut c, port);
-        let role = field(&text(&ok(&mut c, port, &["INFO", "replication"])), "role");
+        let role = info_value(&text(&ok(&mut c, port, &["INFO", "replication"])), "role");
         assert_eq!(text(&info["inbox"]), "per-partition", "node {port}");
         assert_eq!(int(&info["partitions"]), 16, "node {port}");
         assert_eq!(strings(&info["tags"]), p.tags(), "node {port}");
@@ -809,7 +810,7 @@ fn a_failover_keeps_members_and_starts_a_new_epoch() {
 
     let mut r = cluster.conn(replica);
     assert_eq!(
-        field(
+        info_value(
             &text(&ok(&mut r, replica, &["INFO", "replication"])),
             "role"
         ),
