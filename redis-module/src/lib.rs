@@ -8,8 +8,10 @@
 //!
 //! Every command's first argument is its routing key (a room, a user, or a partition),
 //! so each command touches exactly one partition — one Redis Cluster slot — and stays
-//! atomic there. Writes reach replicas and the AOF as their effects: plain `HSET`,
-//! `SADD`, `SET … PXAT`, and `XADD` with the concrete ids the primary generated.
+//! atomic there. The one exception is `RC.READ`, which only reads: the inboxes of several
+//! partitions of one shard, refusing any partition that shard does not serve. Writes
+//! reach replicas and the AOF as their effects: plain `HSET`, `SADD`, `SET … PXAT`, and
+//! `XADD` with the concrete ids the primary generated.
 //!
 //! Module code must never panic (a panic aborts Redis): `unwrap`, `expect`, `panic!`
 //! and unchecked indexing are denied by clippy for this crate.
@@ -26,7 +28,9 @@
 //! - [`membership`]: joins, leaves, connections and node removal inside a partition.
 //! - [`sender`]: the publish policy (GCRA rate, strikes, bans, kicks).
 //! - [`sweep`]: the timer that removes nodes whose lease expired.
-//! - [`commands`]: one file per group of `RC.*` commands.
+//! - [`commands`]: one file per group of `RC.*` commands ([`commands::read`]: `RC.READ`,
+//!   the blocking read over a node's inboxes in several partitions, for edges under
+//!   Redis Cluster).
 //!
 //! Pure logic (partitions, names, key layout, inbox entry fields, GCRA, JSON checks)
 //! lives in the `roomcast-common` crate, shared with the edge.
@@ -49,7 +53,7 @@ use redis_module::{
 };
 use roomcast_common::partition::MAX_PARTITIONS;
 
-use commands::{info, kick, node, presence, publish, rooms, throttle};
+use commands::{info, kick, node, presence, publish, read, rooms, throttle};
 use config::defaults;
 
 /// Builds the partition layout and starts the sweep timer once configs are loaded.
@@ -109,6 +113,7 @@ redis_module! {
         ["rc.kick", kick::kick, "write deny-oom", 1, 1, 1, ""],
         ["rc.throttle", throttle::throttle, "write deny-oom fast", 1, 1, 1, ""],
         ["rc.history", history::history_command, "readonly", 1, 1, 1, ""],
+        ["rc.read", read::read, "readonly", 1, 1, 1, ""],
         ["rc.info", rc_info, "readonly", 0, 0, 0, ""],
     ],
     configurations: [

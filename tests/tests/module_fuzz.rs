@@ -32,6 +32,7 @@ const COMMANDS: &[&str] = &[
     "RC.KICK",
     "RC.THROTTLE",
     "RC.HISTORY",
+    "RC.READ",
     "RC.INFO",
 ];
 
@@ -187,6 +188,8 @@ fn structured(rng: &mut StdRng, name: &str) -> Vec<Vec<u8>> {
         "RC.SEND" => (&["user", "data"], &[("FROM", "user")]),
         "RC.THROTTLE" => (&["user", "int", "int", "int", "int"], &[]),
         "RC.HISTORY" => (&["room"], &[("SINCE", "offset"), ("COUNT", "int")]),
+        // Never BLOCK: a read that blocks would hold up the rest of the pipeline.
+        "RC.READ" => (&["room", "node"], &[("COUNT", "int"), ("STREAMS", "room")]),
         _ => (&[], &[]),
     };
     let mut argv: Vec<Vec<u8>> = fixed.iter().map(|kind| slot(rng, kind)).collect();
@@ -195,6 +198,13 @@ fn structured(rng: &mut StdRng, name: &str) -> Vec<Vec<u8>> {
             argv.push(keyword.as_bytes().to_vec());
             argv.push(slot(rng, kind));
         }
+    }
+    if name == "RC.READ" && argv.iter().any(|a| a == b"STREAMS") {
+        argv.push(if rng.random_bool(0.5) {
+            b"0-0".to_vec()
+        } else {
+            slot(rng, "int")
+        });
     }
     // Sometimes one argument too many or too few.
     match rng.random_range(0..10) {

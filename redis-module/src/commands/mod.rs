@@ -6,5 +6,6 @@ pub mod kick;
 pub mod node;
 pub mod presence;
 pub mod publish;
+pub mod read;
 pub mod rooms;
 pub mod throttle;
