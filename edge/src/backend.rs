@@ -17,7 +17,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Cmd, Pipeline, RedisError, Value};
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, RedisError, ServerError, Value};
 
 use crate::metrics::WorkerMetrics;
 use crate::protocol::ErrorCode;
@@ -40,13 +41,62 @@ pub struct Backend {
 struct Link {
     /// Where the primary is.
     target: Arc<Target>,
-    /// Connection to the primary as last looked up; `None` until the first command, and
-    /// after a failure that calls for a new lookup.
-    current: RefCell<Option<ConnectionManager>>,
+    /// Connection to the primary as last looked up (or to the cluster); `None` until the
+    /// first command, and after a failure that calls for a new lookup.
+    current: RefCell<Option<Connection>>,
     /// One lookup at a time; the others wait for its result.
     lookup: tokio::sync::Mutex<()>,
     /// When the last lookup happened, and whether it failed.
     last_lookup: Cell<Option<(Instant, bool)>>,
+}
+
+/// A connection to one primary, or to a whole Redis Cluster.
+#[derive(Clone)]
+enum Connection {
+    /// A standalone primary (fixed or found through Sentinel).
+    Single(ConnectionManager),
+    /// A Redis Cluster: commands are routed by their first argument.
+    Cluster(ClusterConnection),
+}
+
+impl Connection {
+    async fn query(&mut self, cmd: &Cmd) -> Result<Value, RedisError> {
+        match self {
+            Connection::Single(c) => cmd.query_async(c).await,
+            Connection::Cluster(c) => cmd.query_async(c).await,
+        }
+    }
+
+    /// One reply per command, in order; a command's error reply comes back as a
+    /// [`Value::ServerError`], a failure to reach Redis as `Err`.
+    async fn batch(&mut self, cmds: &[Cmd]) -> Result<Vec<Value>, RedisError> {
+        match self {
+            Connection::Single(c) => {
+                let mut pipe = redis::pipe();
+                for cmd in cmds {
+                    pipe.add_command(cmd.clone());
+                }
+                pipe.query_async(c).await
+            }
+            Connection::Cluster(c) => {
+                let replies = futures_util::future::join_all(cmds.iter().map(|cmd| {
+                    let mut c = c.clone();
+                    async move { cmd.query_async::<Value>(&mut c).await }
+                }))
+                .await;
+                replies
+                    .into_iter()
+                    .map(|reply| match reply {
+                        Ok(v) => Ok(v),
+                        Err(e) if e.code().is_some() => {
+                            ServerError::try_from(e).map(Value::ServerError)
+                        }
+                        Err(e) => Err(e),
+                    })
+                    .collect()
+            }
+        }
+    }
 }
 
 /// How a failed module command maps onto the client protocol.
@@ -83,10 +133,13 @@ pub fn classify(err: &RedisError) -> Failure {
         Some("LIMITED") => Failure::Limited(retry_after(detail)),
         Some("BANNED") => Failure::Banned(retry_after(detail)),
         Some("TOOMANY") => Failure::Refused(ErrorCode::Forbidden, detail.to_string()),
-        // The server is not (or no longer, or not yet) a writable primary.
-        Some("READONLY" | "NOREPLICAS" | "MASTERDOWN" | "LOADING" | "UNBLOCKED") => {
-            Failure::Unavailable
-        }
+        // The server is not (or no longer, or not yet) a writable primary; or a Redis
+        // Cluster is failing over or moving the slot (`CLUSTERDOWN`, `TRYAGAIN`; `MOVED`
+        // and `ASK` only when redirections ran out).
+        Some(
+            "READONLY" | "NOREPLICAS" | "MASTERDOWN" | "LOADING" | "UNBLOCKED" | "CLUSTERDOWN"
+            | "TRYAGAIN" | "MOVED" | "ASK",
+        ) => Failure::Unavailable,
         Some(_) if detail.contains("payload too large") => {
             Failure::Refused(ErrorCode::TooLarge, detail.to_string())
         }
@@ -134,7 +187,7 @@ impl Backend {
         loop {
             let started = Instant::now();
             let result = match self.connection(link).await {
-                Ok(mut conn) => cmd.query_async(&mut conn).await,
+                Ok(mut conn) => conn.query(cmd).await,
                 Err(e) => Err(e),
             };
             self.observe(started, &result);
@@ -149,14 +202,18 @@ impl Backend {
         }
     }
 
-    /// Runs a pipeline (errors of individual commands come back as values).
-    pub async fn run_pipeline(&self, pipe: &Pipeline) -> Result<Vec<Value>, RedisError> {
+    /// Runs a batch of commands, pipelined where Redis allows it: one reply per
+    /// command, in order (a command's error reply comes back as a value).
+    pub async fn run_batch(&self, cmds: &[Cmd]) -> Result<Vec<Value>, RedisError> {
         let Some(link) = &self.link else {
             return Err(no_redis());
         };
+        if cmds.is_empty() {
+            return Ok(Vec::new());
+        }
         let started = Instant::now();
         let result = match self.connection(link).await {
-            Ok(mut conn) => pipe.query_async(&mut conn).await,
+            Ok(mut conn) => conn.batch(cmds).await,
             Err(e) => Err(e),
         };
         self.observe(started, &result);
@@ -167,7 +224,7 @@ impl Backend {
     }
 
     /// The connection to the primary, looking it up first when there is none.
-    async fn connection(&self, link: &Link) -> Result<ConnectionManager, RedisError> {
+    async fn connection(&self, link: &Link) -> Result<Connection, RedisError> {
         if let Some(conn) = link.current.borrow().as_ref() {
             return Ok(conn.clone());
         }
@@ -183,6 +240,18 @@ impl Backend {
                 )));
             }
         }
+        if let Some(cluster) = link.target.cluster() {
+            let conn = cluster
+                .client()?
+                .get_async_connection()
+                .await
+                .inspect_err(|e| {
+                    tracing::warn!(error = %e, "cannot reach the Redis Cluster; retrying");
+                })?;
+            let conn = Connection::Cluster(conn);
+            *link.current.borrow_mut() = Some(conn.clone());
+            return Ok(conn);
+        }
         let found = link.target.resolve().await;
         link.last_lookup.set(Some((Instant::now(), found.is_err())));
         let client = found.inspect_err(|e| {
@@ -191,7 +260,10 @@ impl Backend {
         if link.target.follows_failover() {
             tracing::info!(primary = %client.get_connection_info().addr(), "using Redis primary");
         }
-        let conn = ConnectionManager::new_lazy_with_config(client, manager_config())?;
+        let conn = Connection::Single(ConnectionManager::new_lazy_with_config(
+            client,
+            manager_config(),
+        )?);
         *link.current.borrow_mut() = Some(conn.clone());
         Ok(conn)
     }
@@ -256,6 +328,8 @@ mod tests {
             "MASTERDOWN",
             "LOADING",
             "UNBLOCKED",
+            "CLUSTERDOWN",
+            "TRYAGAIN",
         ] {
             let err = redis::make_extension_error(code.to_string(), Some("now".into()));
             assert_eq!(classify(&err), Failure::Unavailable, "{code}");

@@ -17,7 +17,7 @@ use crate::worker::Worker;
 pub async fn start(worker: &Rc<Worker>) {
     let mut delay = Duration::from_millis(100);
     loop {
-        match worker.backend.run_pipeline(&node_down(worker)).await {
+        match worker.backend.run_batch(&node_down(worker)).await {
             Ok(_) => match renew(worker).await {
                 Ok(_) => {
                     worker.set_ready(true);
@@ -32,30 +32,29 @@ pub async fn start(worker: &Rc<Worker>) {
     }
 }
 
-/// `RC.NODE.DOWN` of this node in every partition, as one pipeline: used at start (to
+/// `RC.NODE.DOWN` of this node in every partition, as one batch: used at start (to
 /// clear what a previous process with the same id left) and when draining.
-pub fn node_down(worker: &Worker) -> redis::Pipeline {
-    let mut pipe = redis::pipe();
-    for p in 0..worker.shared.layout.count() {
-        pipe.cmd("RC.NODE.DOWN")
-            .arg(worker.partition_arg(p))
-            .arg(&worker.node)
-            .ignore();
-    }
-    pipe
+pub fn node_down(worker: &Worker) -> Vec<redis::Cmd> {
+    (0..worker.shared.layout.count())
+        .map(|p| {
+            let mut cmd = redis::cmd("RC.NODE.DOWN");
+            cmd.arg(worker.partition_arg(p)).arg(&worker.node);
+            cmd
+        })
+        .collect()
 }
 
 /// Renews every lease; returns the partitions where the lease was new.
 async fn renew(worker: &Rc<Worker>) -> Result<Vec<u32>, redis::RedisError> {
     let ttl = worker.shared.config.lease_ms;
-    let mut pipe = redis::pipe();
-    for p in 0..worker.shared.layout.count() {
-        pipe.cmd("RC.NODE.LEASE")
-            .arg(worker.partition_arg(p))
-            .arg(&worker.node)
-            .arg(ttl);
-    }
-    let replies = worker.backend.run_pipeline(&pipe).await?;
+    let cmds: Vec<redis::Cmd> = (0..worker.shared.layout.count())
+        .map(|p| {
+            let mut cmd = redis::cmd("RC.NODE.LEASE");
+            cmd.arg(worker.partition_arg(p)).arg(&worker.node).arg(ttl);
+            cmd
+        })
+        .collect();
+    let replies = worker.backend.run_batch(&cmds).await?;
     Ok(replies
         .iter()
         .enumerate()
@@ -137,31 +136,28 @@ pub async fn run_leased(worker: &Rc<Worker>, cmd: &redis::Cmd) -> Result<Value, 
 async fn reregister(worker: &Rc<Worker>, lost: &[u32]) -> Result<(), redis::RedisError> {
     let layout = &worker.shared.layout;
     let in_lost = |name: &str| lost.contains(&layout.partition_of(name.as_bytes()));
-    let mut pipe = redis::pipe();
+    let mut cmds = Vec::new();
     {
         let local = worker.local.borrow();
         for conn in local.conns.values() {
             if in_lost(&conn.user) {
-                pipe.cmd("RC.CONNECT")
-                    .arg(&*conn.user)
+                let mut cmd = redis::cmd("RC.CONNECT");
+                cmd.arg(&*worker.routed_name(&conn.user))
                     .arg(&worker.node)
-                    .arg(&*conn.id)
-                    .ignore();
+                    .arg(&*conn.id);
+                cmds.push(cmd);
             }
             for room in &conn.rooms {
                 if in_lost(room) {
-                    pipe.cmd("RC.JOIN")
-                        .arg(room)
+                    let mut cmd = redis::cmd("RC.JOIN");
+                    cmd.arg(&*worker.routed_name(room))
                         .arg(&worker.node)
                         .arg(&*conn.id)
-                        .arg(&*conn.user)
-                        .ignore();
+                        .arg(&*conn.user);
+                    cmds.push(cmd);
                 }
             }
         }
     }
-    if pipe.cmd_iter().next().is_none() {
-        return Ok(());
-    }
-    worker.backend.run_pipeline(&pipe).await.map(|_| ())
+    worker.backend.run_batch(&cmds).await.map(|_| ())
 }

@@ -18,11 +18,14 @@
 //! - [`outbox`]: bounded per-connection send queue and its one-write-per-batch writer.
 //! - [`local`]: the worker's index of connections, rooms and users.
 //! - [`reader`]: `XREAD BLOCK` over the node's inboxes and fan-out.
+//! - [`shard_reader`]: under Redis Cluster, one blocking `RC.READ` per shard.
 //! - [`floor`]: `--bench-floor`, the benchmark reference without Redis (rooms local to
 //!   each worker, fed in-process through the same fan-out).
 //! - [`lease`]: lease renewal and re-registration after Redis lost the node's state.
 //! - [`backend`]: the command connection and the meaning of module errors.
-//! - [`target`]: where the Redis primary is (a fixed address, or found through Sentinel).
+//! - [`target`]: where the Redis primary is (a fixed address, found through Sentinel, or
+//!   a Redis Cluster).
+//! - [`cluster`]: Redis Cluster slot map → which shard serves which partition.
 //! - [`failover`]: asks Sentinel every second which server is the primary, and moves.
 //! - [`liveness`]: the probe that proves the inbox reader still receives what is routed.
 //! - [`ratelimit`]: the local per-connection token bucket.
@@ -31,6 +34,7 @@
 mod auth;
 mod backend;
 mod capacity;
+mod cluster;
 mod config;
 mod embedded;
 mod failover;
@@ -46,6 +50,7 @@ mod protocol;
 mod ratelimit;
 mod reader;
 mod session;
+mod shard_reader;
 mod target;
 mod worker;
 mod wsread;
@@ -119,9 +124,19 @@ fn generated_node_id() -> String {
     format!("edge-{:08x}", hash as u32)
 }
 
-/// Reads the dataset's partition count from `RC.INFO`, retrying until Redis answers.
-/// Also returns whether each node has one inbox for all partitions (`inbox shared`).
-fn fetch_layout(target: &Target) -> Result<(Partitioner, bool), String> {
+/// What the edge learns from Redis at start.
+struct Dataset {
+    /// The partition layout (`RC.INFO` partitions).
+    layout: Partitioner,
+    /// Each node has one inbox for all partitions (`RC.INFO` inbox shared).
+    shared_inbox: bool,
+    /// The server is a Redis Cluster node (`INFO cluster`).
+    cluster: bool,
+}
+
+/// Reads the dataset's partition count and inbox layout from `RC.INFO`, and whether the
+/// server is a Redis Cluster node, retrying until Redis answers.
+fn fetch_layout(target: &Target) -> Result<Dataset, String> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -136,12 +151,17 @@ fn fetch_layout(target: &Target) -> Result<(Partitioner, bool), String> {
             let mut conn = client
                 .get_multiplexed_async_connection_with_config(&config)
                 .await?;
-            redis::cmd("RC.INFO")
+            let info = redis::cmd("RC.INFO")
                 .query_async::<Vec<redis::Value>>(&mut conn)
-                .await
+                .await?;
+            let cluster_info: String = redis::cmd("INFO")
+                .arg("cluster")
+                .query_async(&mut conn)
+                .await?;
+            Ok::<_, redis::RedisError>((info, cluster_info.contains("cluster_enabled:1")))
         });
         match attempt {
-            Ok(info) => {
+            Ok((info, cluster)) => {
                 let partitions = info.chunks(2).find_map(|pair| match pair {
                     [redis::Value::SimpleString(name), redis::Value::Int(n)]
                         if name == "partitions" =>
@@ -155,7 +175,13 @@ fn fetch_layout(target: &Target) -> Result<(Partitioner, bool), String> {
                         if name == "inbox" && v == "shared")
                 });
                 match partitions.map(Partitioner::new) {
-                    Some(Ok(layout)) => return Ok((layout, shared_inbox)),
+                    Some(Ok(layout)) => {
+                        return Ok(Dataset {
+                            layout,
+                            shared_inbox,
+                            cluster,
+                        })
+                    }
                     _ => {
                         tracing::error!("RC.INFO did not report a usable partition count; retrying")
                     }
@@ -183,6 +209,8 @@ struct Backing {
     layout: Partitioner,
     /// One inbox per node for all partitions (standalone Redis), per `RC.INFO`.
     shared_inbox: bool,
+    /// Redis is a Redis Cluster.
+    cluster: bool,
     /// What the start banner says about it.
     banner: String,
 }
@@ -199,6 +227,7 @@ fn backing(config: &Config) -> Result<Backing, String> {
             target: None,
             layout: Partitioner::new(1)?,
             shared_inbox: true,
+            cluster: false,
             banner: banner.into(),
         });
     }
@@ -214,14 +243,30 @@ fn backing(config: &Config) -> Result<Backing, String> {
         (None, Some(e)) => e.url.clone(),
         (None, None) => return Err("no Redis".into()),
     };
-    let target = Target::parse(&url)?;
-    let (layout, shared_inbox) = fetch_layout(&target)?;
+    let mut target = Target::parse(&url)?;
+    let Dataset {
+        layout,
+        shared_inbox,
+        cluster,
+    } = fetch_layout(&target)?;
+    if cluster {
+        // A Redis Cluster node: from now on, the cluster it belongs to.
+        target = match target {
+            Target::Direct(seed) => Target::Cluster(cluster::ClusterTarget { seed }),
+            _ => {
+                return Err(format!(
+                    "{url} names a Redis Cluster node through Sentinel; give --redis redis://<any cluster node> instead"
+                ))
+            }
+        };
+    }
     Ok(Backing {
         embedded,
         banner: target.describe(),
         target: Some(Arc::new(target)),
         layout,
         shared_inbox,
+        cluster,
     })
 }
 
@@ -232,6 +277,7 @@ fn run(config: Config) -> Result<(), String> {
         target,
         layout,
         shared_inbox,
+        cluster,
         banner,
     } = backing(&config)?;
     let base = config.node_id.clone().unwrap_or_else(generated_node_id);
@@ -252,6 +298,7 @@ fn run(config: Config) -> Result<(), String> {
         config: config.clone(),
         layout,
         shared_inbox,
+        cluster,
         target,
         capacity: Capacity::new(config.connection_cap()),
         all_metrics: (0..workers)

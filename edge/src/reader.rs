@@ -24,9 +24,9 @@ use crate::protocol;
 use crate::worker::Worker;
 
 /// Entries fetched per read.
-const COUNT: usize = 256;
+pub(crate) const COUNT: usize = 256;
 /// How long one XREAD blocks.
-const BLOCK_MS: u64 = 5_000;
+pub(crate) const BLOCK_MS: u64 = 5_000;
 /// Reads returning less than this many entries, while reads follow each other closely,
 /// are followed by a short pause (see [`COALESCE`]).
 const SMALL_READ: usize = COUNT / 8;
@@ -70,9 +70,14 @@ pub fn inbox_keys(worker: &Worker) -> Vec<String> {
         .collect()
 }
 
-/// Runs until aborted.
+/// Runs until aborted: one reader over the node's inbox on a standalone server, one per
+/// shard under Redis Cluster (see `shard_reader`).
 pub async fn run(worker: Rc<Worker>) {
+    if worker.shared.cluster {
+        return crate::shard_reader::run(worker).await;
+    }
     let keys = inbox_keys(&worker);
+    let streams: Vec<usize> = (0..keys.len()).collect();
     // The node's inboxes were emptied at start (RC.NODE.DOWN), so reading from the
     // beginning delivers exactly what was routed to this process.
     let mut last_ids: Vec<String> = vec!["0-0".to_string(); keys.len()];
@@ -88,7 +93,7 @@ pub async fn run(worker: Rc<Worker>) {
             }
         };
         delay = Duration::from_millis(100);
-        let mut last_read = Instant::now();
+        let mut pacer = Pacer::default();
         loop {
             let mut cmd = redis::cmd("XREAD");
             cmd.arg("COUNT")
@@ -103,13 +108,8 @@ pub async fn run(worker: Rc<Worker>) {
             };
             match reply {
                 Ok(reply) => {
-                    let entries = deliver(&worker, &keys, &mut last_ids, &reply).await;
-                    let now = Instant::now();
-                    let busy = now.duration_since(last_read) < BUSY_GAP;
-                    last_read = now;
-                    if busy && entries > 0 && entries < SMALL_READ {
-                        tokio::time::sleep(COALESCE).await;
-                    }
+                    let entries = deliver(&worker, &keys, &streams, &mut last_ids, &reply).await;
+                    pacer.after_read(entries).await;
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "inbox read failed; reconnecting");
@@ -122,23 +122,39 @@ pub async fn run(worker: Rc<Worker>) {
     }
 }
 
+/// Spaces reads out a little on a busy inbox (see [`COALESCE`]).
+pub struct Pacer {
+    /// When the previous read returned.
+    last_read: Instant,
+}
+
+impl Default for Pacer {
+    fn default() -> Self {
+        Self {
+            last_read: Instant::now(),
+        }
+    }
+}
+
+impl Pacer {
+    /// Called after each read that returned `entries` entries.
+    pub async fn after_read(&mut self, entries: usize) {
+        let now = Instant::now();
+        let busy = now.duration_since(self.last_read) < BUSY_GAP;
+        self.last_read = now;
+        if busy && entries > 0 && entries < SMALL_READ {
+            tokio::time::sleep(COALESCE).await;
+        }
+    }
+}
+
 /// Connects to the current primary (looking it up again behind Sentinel) and lines the
-/// read positions up with its streams.
-///
-/// A stream that ends before the last id read means this server is not the one the
-/// entries were read from: a promoted replica that had not received the newest entries
-/// yet, or a server that lost its data. Everything it holds up to its end was either
-/// read already (replication copies a prefix) or never existed here, so reading goes
-/// on from its end — not from the old id, which would skip the new primary's entries
-/// whose ids its clock puts below it.
+/// read positions up with its streams (see [`align_to_ends`]).
 async fn connect(
     worker: &Worker,
     keys: &[String],
     last_ids: &mut [String],
 ) -> redis::RedisResult<MultiplexedConnection> {
-    let config = AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(2)))
-        .set_response_timeout(None);
     let target = worker
         .shared
         .target
@@ -146,8 +162,34 @@ async fn connect(
         .ok_or_else(crate::backend::no_redis)?;
     let client = target.resolve().await?;
     let mut conn = client
-        .get_multiplexed_async_connection_with_config(&config)
+        .get_multiplexed_async_connection_with_config(&reader_config())
         .await?;
+    align_to_ends(worker, &mut conn, keys, last_ids).await?;
+    worker.liveness.reset(Instant::now());
+    Ok(conn)
+}
+
+/// A reader's connection settings: no response timeout (reads block for seconds).
+pub fn reader_config() -> AsyncConnectionConfig {
+    AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(2)))
+        .set_response_timeout(None)
+}
+
+/// Lines the read positions up with the streams of the server behind `conn`.
+///
+/// A stream that ends before the last id read means this server is not the one the
+/// entries were read from: a promoted replica that had not received the newest entries
+/// yet, or a server that lost its data. Everything it holds up to its end was either
+/// read already (replication copies a prefix) or never existed here, so reading goes
+/// on from its end — not from the old id, which would skip the new primary's entries
+/// whose ids its clock puts below it.
+pub async fn align_to_ends(
+    worker: &Worker,
+    conn: &mut MultiplexedConnection,
+    keys: &[String],
+    last_ids: &mut [String],
+) -> redis::RedisResult<()> {
     let mut pipe = redis::pipe();
     for key in keys {
         pipe.cmd("XREVRANGE")
@@ -157,12 +199,11 @@ async fn connect(
             .arg("COUNT")
             .arg(1);
     }
-    let ends: Vec<Value> =
-        tokio::time::timeout(Duration::from_secs(2), pipe.query_async(&mut conn))
-            .await
-            .map_err(|_| {
-                redis::RedisError::from((redis::ErrorKind::Io, "timed out reading inbox ends"))
-            })??;
+    let ends: Vec<Value> = tokio::time::timeout(Duration::from_secs(2), pipe.query_async(conn))
+        .await
+        .map_err(|_| {
+            redis::RedisError::from((redis::ErrorKind::Io, "timed out reading inbox ends"))
+        })??;
     for ((key, last), end) in keys.iter().zip(last_ids.iter_mut()).zip(&ends) {
         let end = match end {
             Value::Array(items) => items
@@ -172,6 +213,7 @@ async fn connect(
                     _ => None,
                 })
                 .unwrap_or_else(|| "0-0".to_string()),
+            Value::ServerError(e) => return Err(e.clone().into()),
             _ => "0-0".to_string(),
         };
         if stream_id(&end) < stream_id(last) {
@@ -185,8 +227,7 @@ async fn connect(
             *last = end;
         }
     }
-    worker.liveness.reset(Instant::now());
-    Ok(conn)
+    Ok(())
 }
 
 /// A stream id `ms-seq` as a comparable pair (malformed ids compare as 0-0).
@@ -208,11 +249,13 @@ pub(crate) fn next_round(worker: &Worker) {
     worker.round.set(worker.round.get() + 1);
 }
 
-/// Handles one XREAD reply: `[[key, [[id, [f, v, …]], …]], …]` (nil on timeout).
-/// Returns the number of entries delivered.
-async fn deliver(
+/// Handles one XREAD (or `RC.READ`) reply: `[[key, [[id, [f, v, …]], …]], …]` (nil on
+/// timeout). `stream_nos[i]` is the liveness stream number of `keys[i]` (its index among
+/// all the node's inboxes). Returns the number of entries delivered.
+pub async fn deliver(
     worker: &Worker,
     keys: &[String],
+    stream_nos: &[usize],
     last_ids: &mut [String],
     reply: &Value,
 ) -> usize {
@@ -236,6 +279,11 @@ async fn deliver(
         let Some(index) = keys.iter().position(|k| k.as_bytes() == as_bytes(key)) else {
             continue;
         };
+        let stream = stream_nos.get(index).copied().unwrap_or(0);
+        if !entries.is_empty() {
+            // Progress for the liveness probe: once per stream and reply, not per entry.
+            worker.liveness.progressed(stream, now);
+        }
         for item in entries {
             let Value::Array(item) = item else { continue };
             let (Some(id), Some(Value::Array(fields))) = (item.first(), item.get(1)) else {
@@ -248,7 +296,7 @@ async fn deliver(
             }
             let entry = decode(fields);
             if entry.kind == Some(Kind::Probe) {
-                worker.liveness.probe_seen(entry.data);
+                worker.liveness.probe_seen(stream, entry.data);
             }
             chunk += entry.data.len() + 64;
             count += 1;
@@ -259,10 +307,6 @@ async fn deliver(
                 next_round(worker);
             }
         }
-    }
-    if count > 0 {
-        // Progress for the liveness probe: once per reply, not per entry.
-        worker.liveness.progressed(now);
     }
     count
 }

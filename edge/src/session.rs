@@ -170,7 +170,7 @@ impl Session {
         let w = &self.worker;
         if !w.floor() {
             let mut cmd = redis::cmd("RC.CONNECT");
-            cmd.arg(&self.identity.user)
+            cmd.arg(&*w.routed_name(&self.identity.user))
                 .arg(&w.node)
                 .arg(&*self.conn_id);
             if let Err(e) = lease::run_leased(w, &cmd).await {
@@ -305,20 +305,18 @@ impl Session {
         if w.draining.get() || w.floor() {
             return;
         }
-        let mut pipe = redis::pipe();
+        let mut cmds = Vec::with_capacity(conn.rooms.len() + 1);
         for room in &conn.rooms {
-            pipe.cmd("RC.LEAVE")
-                .arg(room)
-                .arg(&w.node)
-                .arg(&*conn.id)
-                .ignore();
+            let mut cmd = redis::cmd("RC.LEAVE");
+            cmd.arg(&*w.routed_name(room)).arg(&w.node).arg(&*conn.id);
+            cmds.push(cmd);
         }
-        pipe.cmd("RC.DISCONNECT")
-            .arg(&*conn.user)
+        let mut cmd = redis::cmd("RC.DISCONNECT");
+        cmd.arg(&*w.routed_name(&conn.user))
             .arg(&w.node)
-            .arg(&*conn.id)
-            .ignore();
-        if let Err(e) = w.backend.run_pipeline(&pipe).await {
+            .arg(&*conn.id);
+        cmds.push(cmd);
+        if let Err(e) = w.backend.run_batch(&cmds).await {
             // The lease sweep removes what we could not.
             tracing::debug!(error = %e, "could not unregister a closed connection");
         }
@@ -581,7 +579,7 @@ impl Session {
             local.hold(self.seq, room);
         }
         let mut cmd = redis::cmd("RC.JOIN");
-        cmd.arg(room)
+        cmd.arg(&*w.routed_name(room))
             .arg(&w.node)
             .arg(&*self.conn_id)
             .arg(&self.identity.user)
@@ -651,7 +649,7 @@ impl Session {
             return self.send_error(id, ErrorCode::BadRequest, floor::NOT_AVAILABLE, None);
         }
         let mut cmd = redis::cmd("RC.HISTORY");
-        cmd.arg(room);
+        cmd.arg(&*self.worker.routed_name(room));
         if let Some(since) = since {
             cmd.arg("SINCE").arg(since);
         }
@@ -709,7 +707,9 @@ impl Session {
             return self.ack(id, &[]);
         }
         let mut cmd = redis::cmd("RC.LEAVE");
-        cmd.arg(room).arg(&w.node).arg(&*self.conn_id);
+        cmd.arg(&*w.routed_name(room))
+            .arg(&w.node)
+            .arg(&*self.conn_id);
         match w.backend.run(&cmd).await {
             Ok(_) => self.ack(id, &[]),
             Err(e) => self.fail(id, &e),
@@ -738,7 +738,7 @@ impl Session {
             return self.ack(id, &[("offset", b"null")]);
         }
         let mut cmd = redis::cmd("RC.PUBLISH");
-        cmd.arg(room)
+        cmd.arg(&*self.worker.routed_name(room))
             .arg(data.get().as_bytes())
             .arg("FROM")
             .arg(&self.identity.user)
@@ -779,7 +779,7 @@ impl Session {
             return self.ack(id, &[]);
         }
         let mut cmd = redis::cmd("RC.SEND");
-        cmd.arg(user)
+        cmd.arg(&*self.worker.routed_name(user))
             .arg(data.get().as_bytes())
             .arg("FROM")
             .arg(&self.identity.user);
@@ -802,7 +802,7 @@ impl Session {
             return self.ack(id, &[("users", &list)]);
         }
         let mut cmd = redis::cmd("RC.PRESENCE");
-        cmd.arg(room);
+        cmd.arg(&*self.worker.routed_name(room));
         match self.worker.backend.run(&cmd).await {
             Ok(Value::Array(users)) => {
                 let users: Vec<String> = users

@@ -28,6 +28,9 @@ pub enum Target {
     Direct(Client),
     /// The primary Redis Sentinel names.
     Sentinel(SentinelTarget),
+    /// A Redis Cluster, reached through the node `--redis` names (the edge finds out at
+    /// start that it is one: see `main`).
+    Cluster(crate::cluster::ClusterTarget),
 }
 
 /// A Sentinel-managed primary.
@@ -208,11 +211,22 @@ impl Target {
         matches!(self, Target::Sentinel(_))
     }
 
-    /// A client for the current primary.
+    /// A client for the current primary (under Redis Cluster: the seed node, which
+    /// answers `RC.INFO` and `CLUSTER SLOTS`; commands go through `backend`'s cluster
+    /// connection).
     pub async fn resolve(&self) -> RedisResult<Client> {
         match self {
             Target::Direct(client) => Ok(client.clone()),
             Target::Sentinel(s) => s.resolve().await,
+            Target::Cluster(c) => Ok(c.seed.clone()),
+        }
+    }
+
+    /// The cluster this target reaches, if it is one.
+    pub fn cluster(&self) -> Option<&crate::cluster::ClusterTarget> {
+        match self {
+            Target::Cluster(c) => Some(c),
+            _ => None,
         }
     }
 
@@ -225,6 +239,9 @@ impl Target {
                 s.master,
                 s.sentinels.join(",")
             ),
+            Target::Cluster(c) => {
+                format!("redis cluster via {}", c.seed.get_connection_info().addr())
+            }
         }
     }
 }

@@ -32,6 +32,9 @@ pub struct Shared {
     /// Each node has one inbox stream for all partitions (partition 0's key), as the
     /// module does on a standalone server; else one per partition (Redis Cluster).
     pub shared_inbox: bool,
+    /// Redis is a Redis Cluster: names are sent partition-tagged, and the inboxes are
+    /// read by one reader per shard (`shard_reader`).
+    pub cluster: bool,
     /// Where Redis is (a fixed address or Sentinel); `None` under `--bench-floor` and
     /// `--echo`.
     pub target: Option<Arc<crate::target::Target>>,
@@ -87,6 +90,17 @@ impl Worker {
             .strip_prefix('.')?
             .parse()
             .ok()
+    }
+
+    /// A room or user name as a command's first argument: partition-tagged
+    /// (`{tag}name`) under Redis Cluster, so the command is routed to the shard serving
+    /// the name's partition; plain on a standalone server.
+    pub fn routed_name<'a>(&self, name: &'a str) -> std::borrow::Cow<'a, str> {
+        if self.shared.cluster {
+            std::borrow::Cow::Owned(self.shared.layout.tagged(name))
+        } else {
+            std::borrow::Cow::Borrowed(name)
+        }
     }
 
     /// The partition tag argument (`{tag}`) of partition `p`.
@@ -226,7 +240,7 @@ async fn drain(worker: &Rc<Worker>) {
     };
     let _ = tokio::time::timeout(Duration::from_secs(2), wait_writers).await;
     if !worker.floor() {
-        if let Err(e) = worker.backend.run_pipeline(&lease::node_down(worker)).await {
+        if let Err(e) = worker.backend.run_batch(&lease::node_down(worker)).await {
             tracing::warn!(node = %worker.node, error = %e, "RC.NODE.DOWN failed while draining");
         }
     }
