@@ -515,3 +515,147 @@ fn a_master_killed_under_traffic_is_followed_with_presence_intact_and_no_undetec
     let owner = cluster.owner_of_key(&layout().tagged(&rooms[0]));
     assert_eq!(owner, promoted, "the replica serves the victim's partition");
 }
+
+/// Moves `slot` from the master on `from` to the master on `to` the way
+/// `redis-cli --cluster reshard` does: IMPORTING / MIGRATING, MIGRATE of every key in
+/// it, then `SETSLOT … NODE` on every master.
+fn move_slot(cluster: &Cluster, slot: u16, from: u16, to: u16) {
+    let id = |port: u16| -> String {
+        redis::cmd("CLUSTER")
+            .arg("MYID")
+            .query(&mut cluster.conn(port))
+            .expect("CLUSTER MYID")
+    };
+    let (from_id, to_id) = (id(from), id(to));
+    let mut src = cluster.conn(from);
+    let mut dst = cluster.conn(to);
+    let _: () = redis::cmd("CLUSTER")
+        .arg("SETSLOT")
+        .arg(slot)
+        .arg("IMPORTING")
+        .arg(&from_id)
+        .query(&mut dst)
+        .expect("IMPORTING");
+    let _: () = redis::cmd("CLUSTER")
+        .arg("SETSLOT")
+        .arg(slot)
+        .arg("MIGRATING")
+        .arg(&to_id)
+        .query(&mut src)
+        .expect("MIGRATING");
+    loop {
+        let keys: Vec<String> = redis::cmd("CLUSTER")
+            .arg("GETKEYSINSLOT")
+            .arg(slot)
+            .arg(100)
+            .query(&mut src)
+            .expect("GETKEYSINSLOT");
+        if keys.is_empty() {
+            break;
+        }
+        let _: Value = redis::cmd("MIGRATE")
+            .arg("127.0.0.1")
+            .arg(to)
+            .arg("")
+            .arg(0)
+            .arg(5000)
+            .arg("KEYS")
+            .arg(&keys)
+            .query(&mut src)
+            .expect("MIGRATE");
+    }
+    for port in [to, from] {
+        let _: () = redis::cmd("CLUSTER")
+            .arg("SETSLOT")
+            .arg(slot)
+            .arg("NODE")
+            .arg(&to_id)
+            .query(&mut cluster.conn(port))
+            .expect("SETSLOT NODE");
+    }
+    for port in cluster.masters() {
+        if port != to && port != from {
+            let _: () = redis::cmd("CLUSTER")
+                .arg("SETSLOT")
+                .arg(slot)
+                .arg("NODE")
+                .arg(&to_id)
+                .query(&mut cluster.conn(port))
+                .expect("SETSLOT NODE");
+        }
+    }
+}
+
+#[test]
+fn a_partition_moved_to_another_shard_keeps_its_members_and_its_traffic() {
+    let cluster = Cluster::start(3, 0, MODULE);
+    let masters = cluster.masters();
+    let a = start_edge(masters[0], "ra", 1000);
+    let b = start_edge(masters[1], "rb", 1000);
+    let rooms = one_per_master(&cluster, "moving");
+    let room = &rooms[0];
+    let (mut ann, _) = a.connect("ann");
+    let (mut bob, _) = b.connect("bob");
+    join(&mut ann, room, 1);
+    join(&mut bob, room, 2);
+    next_event(&mut ann, "joined");
+    let first = request(&mut ann, json!({"op":"publish","room":room,"data":1}), 3);
+    assert_eq!(first["op"], "ack", "{first}");
+    assert_eq!(next_event(&mut bob, "message")["data"], 1);
+
+    let slot = cluster.key_slot(&layout().tagged(room));
+    let (from, to) = (masters[0], masters[1]);
+    assert_eq!(cluster.owner_of_slot(slot), from);
+    move_slot(&cluster, slot, from, to);
+    cluster
+        .wait_ok(Duration::from_secs(10), |map| {
+            match map.iter().find(|r| (r.start..=r.end).contains(&slot)) {
+                Some(r) if r.master == to => Ok(()),
+                other => Err(format!("slot {slot} served by {other:?}")),
+            }
+        })
+        .unwrap_or_else(|why| panic!("the move did not settle: {why}"));
+
+    // Members moved with the partition; both edges follow (MOVED for commands, a new
+    // slot map for the readers) and the room's traffic goes on.
+    assert_eq!(presence(&cluster, room), ["ann", "bob"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut n = 10;
+    loop {
+        n += 1;
+        let reply = request(&mut ann, json!({"op":"publish","room":room,"data":n}), n);
+        if reply["op"] == "ack" {
+            if let Ok(msg) = bob.recv_json_where(Duration::from_millis(500), |m| {
+                m["op"] == "message" && m["data"] == n
+            }) {
+                assert_eq!(msg["room"], json!(room));
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no delivery in {room} after its partition moved: {reply}\n{}\n----\n{}",
+            a.log(),
+            b.log()
+        );
+    }
+    // And the readers now wait on two shards' primaries, not the one that gave it up
+    // for that partition: a message published straight on the new owner arrives.
+    let mut direct = cluster.conn(to);
+    let _: Value = redis::cmd("RC.PUBLISH")
+        .arg(layout().tagged(room))
+        .arg("\"backend\"")
+        .query(&mut direct)
+        .expect("RC.PUBLISH on the new owner");
+    for client in [&mut ann, &mut bob] {
+        let msg = client
+            .recv_json_where(T, |m| m["op"] == "message" && m["data"] == "backend")
+            .expect("the backend's message");
+        assert_eq!(msg["room"], json!(room));
+    }
+    assert!(
+        ann.recv_json_where(Duration::from_millis(300), |m| m["op"] == "left")
+            .is_err(),
+        "nobody left"
+    );
+}
