@@ -68,7 +68,8 @@ impl Connection {
     }
 
     /// One reply per command, in order; a command's error reply comes back as a
-    /// [`Value::ServerError`], a failure to reach Redis as `Err`.
+    /// [`Value::ServerError`], a failure to reach Redis as `Err` (under Cluster: only
+    /// when no shard was reached).
     async fn batch(&mut self, cmds: &[Cmd]) -> Result<Vec<Value>, RedisError> {
         match self {
             Connection::Single(c) => {
@@ -78,22 +79,33 @@ impl Connection {
                 }
                 pipe.query_async(c).await
             }
+            // Shards fail alone: while one fails over, the commands for the others go
+            // through, so the batch fails only when no command reached Redis; a command
+            // whose shard could not be reached reads as nil.
             Connection::Cluster(c) => {
                 let replies = futures_util::future::join_all(cmds.iter().map(|cmd| {
                     let mut c = c.clone();
                     async move { cmd.query_async::<Value>(&mut c).await }
                 }))
                 .await;
-                replies
-                    .into_iter()
-                    .map(|reply| match reply {
-                        Ok(v) => Ok(v),
+                let mut unreachable = None;
+                let mut values = Vec::with_capacity(replies.len());
+                for reply in replies {
+                    values.push(match reply {
+                        Ok(v) => v,
                         Err(e) if e.code().is_some() => {
-                            ServerError::try_from(e).map(Value::ServerError)
+                            ServerError::try_from(e).map_or(Value::Nil, Value::ServerError)
                         }
-                        Err(e) => Err(e),
-                    })
-                    .collect()
+                        Err(e) => {
+                            unreachable.get_or_insert(e);
+                            Value::Nil
+                        }
+                    });
+                }
+                match unreachable {
+                    Some(e) if values.iter().all(|v| matches!(v, Value::Nil)) => Err(e),
+                    _ => Ok(values),
+                }
             }
         }
     }
