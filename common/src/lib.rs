@@ -17,6 +17,7 @@
 //! - [`gcra`]: the generic cell rate algorithm behind `RC.THROTTLE` and the publish policy.
 //! - [`json`]: a small validating JSON scanner (connection metadata).
 //! - [`offset`]: room history offsets (`<epoch>:<seq>`).
+//! - [`stream_id`]: Redis stream entry ids (`ms-seq`).
 
 pub mod command;
 pub mod crc16;
@@ -27,3 +28,4 @@ pub mod keys;
 pub mod names;
 pub mod offset;
 pub mod partition;
+pub mod stream_id;

@@ -17,9 +17,10 @@
 //! The reply is `XREAD`'s: `[[inbox-key, [[id, [field, value, …]], …]], …]` with one
 //! element per partition that has entries after its id (in the order given; a map
 //! `inbox-key → entries` for a RESP3 client, as `XREAD` answers it), or a null array
-//! when there are none (at once without `BLOCK`, after the timeout with it). When nothing is there and `BLOCK` is given, the client blocks on the inbox
-//! keys (`RM_BlockClientOnKeys`); any write to one of them (`XADD`, `RM_StreamAdd`)
-//! runs the read again, and the client stays blocked while it still finds nothing.
+//! when there are none (at once without `BLOCK`, after the timeout with it). When
+//! nothing is there and `BLOCK` is given, the client blocks on the inbox keys
+//! (`RM_BlockClientOnKeys`); any write to one of them (`XADD`, `RM_StreamAdd`) runs the
+//! read again, and the client stays blocked while it still finds nothing.
 
 use std::ops::Deref;
 use std::os::raw::{c_int, c_void};
@@ -31,6 +32,7 @@ use redis_module::{
 };
 use roomcast_common::command::{arity, at, id, int, partition, rest, ArgError};
 use roomcast_common::partition::Partitioner;
+use roomcast_common::stream_id::StreamId;
 
 use crate::args::{check, coded, err};
 use crate::inbox;
@@ -42,54 +44,6 @@ pub const MAX_COUNT: i64 = 10_000;
 pub const DEFAULT_COUNT: i64 = 256;
 /// Longest `BLOCK` timeout: one day (`BLOCK 0` blocks without a timeout).
 pub const MAX_BLOCK_MS: i64 = 86_400_000;
-
-/// A stream entry id, `ms-seq`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct StreamId {
-    /// Milliseconds part.
-    pub ms: u64,
-    /// Sequence part.
-    pub seq: u64,
-}
-
-impl StreamId {
-    /// Parses `ms-seq`, or `ms` alone (sequence 0), as `XREAD` does; `None` for anything
-    /// else (`$`, `+`, `-`, `>`, signs, spaces, overflow).
-    pub fn parse(arg: &[u8]) -> Option<Self> {
-        let text = std::str::from_utf8(arg).ok()?;
-        let (ms, seq) = match text.split_once('-') {
-            Some((ms, seq)) => (ms, Some(seq)),
-            None => (text, None),
-        };
-        let number = |s: &str| -> Option<u64> {
-            if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-                return None;
-            }
-            s.parse().ok()
-        };
-        Some(Self {
-            ms: number(ms)?,
-            seq: match seq {
-                Some(seq) => number(seq)?,
-                None => 0,
-            },
-        })
-    }
-
-    /// The smallest id greater than this one; `None` after the largest id.
-    pub fn next(self) -> Option<Self> {
-        match self.seq.checked_add(1) {
-            Some(seq) => Some(Self { ms: self.ms, seq }),
-            None => self.ms.checked_add(1).map(|ms| Self { ms, seq: 0 }),
-        }
-    }
-}
-
-impl std::fmt::Display for StreamId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}-{}", self.ms, self.seq)
-    }
-}
 
 /// `RC.READ`'s arguments, checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -540,56 +494,6 @@ mod tests {
             Err(ArgError::Arity) => "<arity>".to_string(),
             Ok(r) => panic!("{words:?} was accepted as {r:?}"),
         }
-    }
-
-    #[test]
-    fn stream_ids_parse_like_xread() {
-        assert_eq!(StreamId::parse(b"0"), Some(StreamId { ms: 0, seq: 0 }));
-        assert_eq!(
-            StreamId::parse(b"1700000000000-5"),
-            Some(StreamId {
-                ms: 1_700_000_000_000,
-                seq: 5
-            })
-        );
-        assert_eq!(StreamId::parse(b"12"), Some(StreamId { ms: 12, seq: 0 }));
-        let max = format!("{}-{}", u64::MAX, u64::MAX);
-        assert_eq!(
-            StreamId::parse(max.as_bytes()),
-            Some(StreamId {
-                ms: u64::MAX,
-                seq: u64::MAX
-            })
-        );
-        for bad in [
-            "$",
-            "+",
-            "-",
-            ">",
-            "",
-            "1-",
-            "-1",
-            "1-2-3",
-            "+1",
-            "1 ",
-            "a-1",
-            "1-x",
-            "18446744073709551616",
-            "0x10",
-            "1.5",
-        ] {
-            assert_eq!(StreamId::parse(bad.as_bytes()), None, "{bad:?}");
-        }
-        assert_eq!(StreamId::parse(&[0xff]), None);
-    }
-
-    #[test]
-    fn next_ids_are_strictly_greater() {
-        let id = |ms, seq| StreamId { ms, seq };
-        assert_eq!(id(0, 0).next(), Some(id(0, 1)));
-        assert_eq!(id(5, u64::MAX).next(), Some(id(6, 0)));
-        assert_eq!(id(u64::MAX, u64::MAX).next(), None);
-        assert_eq!(id(7, 3).to_string(), "7-3");
     }
 
     #[test]
