@@ -16,6 +16,7 @@ use redis::{AsyncConnectionConfig, Value};
 use roomcast_common::entry::{self, Kind};
 use roomcast_common::keys::PartitionKeys;
 use roomcast_common::offset::Offset;
+use roomcast_common::stream_id::StreamId;
 
 use crate::frame::{self, close};
 use crate::metrics::WorkerMetrics;
@@ -209,7 +210,7 @@ pub async fn align_to_ends(
             Value::Array(items) => items
                 .first()
                 .and_then(|item| match item {
-                    Value::Array(parts) => parts.first().map(as_text),
+                    Value::Array(parts) => parts.first().map(crate::target::text),
                     _ => None,
                 })
                 .unwrap_or_else(|| "0-0".to_string()),
@@ -232,12 +233,8 @@ pub async fn align_to_ends(
 
 /// A stream id `ms-seq` as a comparable pair (malformed ids compare as 0-0).
 fn stream_id(id: &str) -> (u64, u64) {
-    let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
-    (ms.parse().unwrap_or(0), seq.parse().unwrap_or(0))
-}
-
-fn as_text(v: &Value) -> String {
-    String::from_utf8_lossy(as_bytes(v)).into_owned()
+    let id = StreamId::parse(id.as_bytes()).unwrap_or_default();
+    (id.ms, id.seq)
 }
 
 /// Bytes of entries delivered between two yields: bounds how much one round can add to
