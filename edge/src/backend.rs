@@ -70,12 +70,12 @@ impl Connection {
     /// One reply per command, in order; a command's error reply comes back as a
     /// [`Value::ServerError`], a failure to reach Redis as `Err` (under Cluster: only
     /// when no shard was reached).
-    async fn batch(&mut self, cmds: &[Cmd]) -> Result<Vec<Value>, RedisError> {
+    async fn batch(&mut self, cmds: Vec<Cmd>) -> Result<Vec<Value>, RedisError> {
         match self {
             Connection::Single(c) => {
                 let mut pipe = redis::pipe();
                 for cmd in cmds {
-                    pipe.add_command(cmd.clone());
+                    pipe.add_command(cmd);
                 }
                 pipe.query_async(c).await
             }
@@ -216,7 +216,7 @@ impl Backend {
 
     /// Runs a batch of commands, pipelined where Redis allows it: one reply per
     /// command, in order (a command's error reply comes back as a value).
-    pub async fn run_batch(&self, cmds: &[Cmd]) -> Result<Vec<Value>, RedisError> {
+    pub async fn run_batch(&self, cmds: Vec<Cmd>) -> Result<Vec<Value>, RedisError> {
         let Some(link) = &self.link else {
             return Err(no_redis());
         };

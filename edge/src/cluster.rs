@@ -14,6 +14,8 @@ use redis::{Client, ConnectionAddr, RedisError, RedisResult, Value};
 use roomcast_common::crc16::key_slot;
 use roomcast_common::partition::Partitioner;
 
+use crate::target::text;
+
 /// A Redis Cluster reached through any one of its nodes.
 #[derive(Debug, Clone)]
 pub struct ClusterTarget {
@@ -74,20 +76,8 @@ impl ClusterTarget {
     }
 }
 
-fn text(v: &Value) -> Option<String> {
-    match v {
-        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
-        Value::SimpleString(s) => Some(s.clone()),
-        Value::VerbatimString { text, .. } => Some(text.clone()),
-        _ => None,
-    }
-}
-
 fn int(v: &Value) -> Option<i64> {
-    match v {
-        Value::Int(n) => Some(*n),
-        other => text(other)?.parse().ok(),
-    }
+    text(v).parse().ok()
 }
 
 fn topology_error(why: String) -> RedisError {
@@ -117,7 +107,7 @@ pub fn shards(layout: &Partitioner, slots_reply: &Value) -> RedisResult<Vec<Shar
         ) else {
             continue;
         };
-        let host = primary.first().and_then(text).unwrap_or_default();
+        let host = primary.first().map(text).unwrap_or_default();
         let port = primary
             .get(1)
             .and_then(int)

@@ -17,7 +17,7 @@ use crate::worker::Worker;
 pub async fn start(worker: &Rc<Worker>) {
     let mut delay = Duration::from_millis(100);
     loop {
-        match worker.backend.run_batch(&node_down(worker)).await {
+        match worker.backend.run_batch(node_down(worker)).await {
             Ok(_) => match renew(worker).await {
                 Ok(_) => {
                     worker.set_ready(true);
@@ -54,7 +54,7 @@ async fn renew(worker: &Rc<Worker>) -> Result<Vec<u32>, redis::RedisError> {
             cmd
         })
         .collect();
-    let replies = worker.backend.run_batch(&cmds).await?;
+    let replies = worker.backend.run_batch(cmds).await?;
     Ok(replies
         .iter()
         .enumerate()
@@ -159,5 +159,5 @@ async fn reregister(worker: &Rc<Worker>, lost: &[u32]) -> Result<(), redis::Redi
             }
         }
     }
-    worker.backend.run_batch(&cmds).await.map(|_| ())
+    worker.backend.run_batch(cmds).await.map(|_| ())
 }

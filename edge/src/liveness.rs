@@ -175,7 +175,7 @@ pub async fn run(worker: Rc<Worker>) {
             })
             .collect();
         let at = Instant::now();
-        if worker.backend.run_batch(&probes).await.is_ok() {
+        if worker.backend.run_batch(probes).await.is_ok() {
             for stream in 0..keys.len() {
                 worker.liveness.sent(stream, n, at);
             }

@@ -316,7 +316,7 @@ impl Session {
             .arg(&w.node)
             .arg(&*conn.id);
         cmds.push(cmd);
-        if let Err(e) = w.backend.run_batch(&cmds).await {
+        if let Err(e) = w.backend.run_batch(cmds).await {
             // The lease sweep removes what we could not.
             tracing::debug!(error = %e, "could not unregister a closed connection");
         }

@@ -178,10 +178,12 @@ fn ask_config() -> AsyncConnectionConfig {
         .set_response_timeout(Some(ASK_TIMEOUT))
 }
 
-fn text(v: &Value) -> String {
+/// A reply string (or integer) as text; anything else reads as empty.
+pub(crate) fn text(v: &Value) -> String {
     match v {
         Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
         Value::SimpleString(s) => s.clone(),
+        Value::VerbatimString { text, .. } => text.clone(),
         Value::Int(n) => n.to_string(),
         _ => String::new(),
     }

@@ -240,7 +240,7 @@ async fn drain(worker: &Rc<Worker>) {
     };
     let _ = tokio::time::timeout(Duration::from_secs(2), wait_writers).await;
     if !worker.floor() {
-        if let Err(e) = worker.backend.run_batch(&lease::node_down(worker)).await {
+        if let Err(e) = worker.backend.run_batch(lease::node_down(worker)).await {
             tracing::warn!(node = %worker.node, error = %e, "RC.NODE.DOWN failed while draining");
         }
     }
