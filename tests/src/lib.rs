@@ -18,6 +18,7 @@
 
 pub mod cluster;
 pub mod edge;
+pub mod offsets;
 pub mod proxy;
 pub mod reply;
 pub mod roomcast;

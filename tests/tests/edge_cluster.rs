@@ -18,6 +18,8 @@ use redis::Value;
 use roomcast_common::partition::Partitioner;
 use roomcast_tests::cluster::Cluster;
 use roomcast_tests::edge::{base_args, join, request, Edge};
+use roomcast_tests::offsets::{gaps, parts};
+use roomcast_tests::reply::strings;
 use roomcast_tests::ws::WsClient;
 use serde_json::json;
 
@@ -56,21 +58,6 @@ fn one_per_master(cluster: &Cluster, prefix: &str) -> Vec<String> {
         .collect()
 }
 
-fn strings(v: &Value) -> Vec<String> {
-    let mut out: Vec<String> = match v {
-        Value::Array(items) => items
-            .iter()
-            .filter_map(|i| match i {
-                Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
-                _ => None,
-            })
-            .collect(),
-        _ => Vec::new(),
-    };
-    out.sort();
-    out
-}
-
 /// `RC.PRESENCE` of `room`, asked on the master serving it.
 fn presence(cluster: &Cluster, room: &str) -> Vec<String> {
     let tagged = layout().tagged(room);
@@ -79,7 +66,9 @@ fn presence(cluster: &Cluster, room: &str) -> Vec<String> {
         .arg(&tagged)
         .query(&mut cluster.conn(owner))
         .unwrap_or_else(|e| panic!("RC.PRESENCE {tagged} on {owner}: {e}"));
-    strings(&reply)
+    let mut users = strings(&reply);
+    users.sort();
+    users
 }
 
 /// How many clients of the node on `port` last ran `RC.READ`, by client name prefix
@@ -264,12 +253,6 @@ fn edges_on_a_cluster_run_the_core_scenarios_across_all_shards() {
     }
 }
 
-/// `(epoch, seq)` of an offset.
-fn parts(offset: &str) -> Option<(String, u64)> {
-    let (epoch, seq) = offset.split_once(':')?;
-    Some((epoch.to_string(), seq.parse().ok()?))
-}
-
 /// What one subscriber saw, per room: (epoch, seq, when received).
 #[derive(Default, Debug)]
 struct Seen {
@@ -302,21 +285,6 @@ fn subscribe(mut client: WsClient, stop: Arc<AtomicBool>) -> thread::JoinHandle<
         }
         (seen, client)
     })
-}
-
-/// Undetected gaps (a seq skipped or repeated within an epoch) and epoch changes.
-fn gaps(messages: &[(String, u64, Instant)]) -> (usize, usize) {
-    let (mut undetected, mut resyncs) = (0, 0);
-    let mut last: Option<(&str, u64)> = None;
-    for (epoch, seq, _) in messages {
-        match last {
-            Some((e, s)) if e == epoch && *seq != s + 1 => undetected += 1,
-            Some((e, _)) if e != epoch => resyncs += 1,
-            _ => {}
-        }
-        last = Some((epoch, *seq));
-    }
-    (undetected, resyncs)
 }
 
 /// Acknowledged publishes per room: (room, epoch, seq, when), and refusals by code.

@@ -24,6 +24,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use roomcast_tests::edge::{base_args, join, Edge};
+use roomcast_tests::offsets::{self, parts};
 use roomcast_tests::proxy::Proxy;
 use roomcast_tests::sentinel::Sentinels;
 use roomcast_tests::ws::WsClient;
@@ -61,12 +62,6 @@ fn member(edge: &Edge, user: &str) -> WsClient {
     client
 }
 
-/// `(epoch, seq)` of an offset.
-fn parts(offset: &str) -> Option<(String, u64)> {
-    let (epoch, seq) = offset.split_once(':')?;
-    Some((epoch.to_string(), seq.parse().ok()?))
-}
-
 /// What one subscriber saw.
 #[derive(Default, Debug)]
 struct Seen {
@@ -100,20 +95,9 @@ fn subscribe(mut client: WsClient, stop: Arc<AtomicBool>) -> thread::JoinHandle<
     })
 }
 
-/// The checker's verdict on one subscriber: undetected gaps (a seq skipped or repeated
-/// within an epoch) and detected ones (the epoch changed: the client knows to resync).
+/// The checker's verdict on one subscriber (see `offsets::gaps`).
 fn gaps(seen: &Seen) -> (usize, usize) {
-    let (mut undetected, mut resyncs) = (0, 0);
-    let mut last: Option<(&str, u64)> = None;
-    for (epoch, seq, _) in &seen.messages {
-        match last {
-            Some((e, s)) if e == epoch && *seq != s + 1 => undetected += 1,
-            Some((e, _)) if e != epoch => resyncs += 1,
-            _ => {}
-        }
-        last = Some((epoch, *seq));
-    }
-    (undetected, resyncs)
+    offsets::gaps(&seen.messages)
 }
 
 /// What the publisher got back.
