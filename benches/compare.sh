@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark: roomcast (RC) against its floor (R0), Socket.IO with the redis
-# adapter (R2) and with the streams adapter (R2S), and the Redis ceiling, in one run,
-# interleaved, reported as ratios (shared/BENCHMARKING.md §1–§8).
+# adapter (R2) and with the streams adapter (R2S), socketioxide with its redis adapter
+# (R3), and the Redis ceiling, in one run, interleaved, reported as ratios
+# (shared/BENCHMARKING.md §1–§8).
 #
-#   bash benches/compare.sh            # QUICK=1 (default): ~5 min, 1 pair
-#   FULL=1 bash benches/compare.sh     # the full version (~70 min, 5 pairs)
+#   bash benches/compare.sh                # QUICK=1 (default): ~7 min, 1 pair
+#   FULL=1 bash benches/compare.sh         # the full version (~2 h 15 min, 5 pairs)
+#   SCENARIOS=peers bash benches/compare.sh   # the peer shapes at 2 and 8 servers only
 #
 # Systems, each started on fresh processes for every trial and stopped after it:
 #   RC   roomcast: redis-server + the module, 2 edges × 1 worker (idle: IDLE_EDGES edges).
@@ -14,6 +16,11 @@
 #        + 2 `node server.js --adapter redis` (idle: IDLE_EDGES node processes).
 #   R2S  Socket.IO 4.8 + @socket.io/redis-streams-adapter: plain redis-server + 2
 #        `node server.js --adapter streams` (fan-out only, in its own pairs against RC).
+#   R3   socketioxide 0.18 + socketioxide-redis 0.4 (plain `redis` driver; every server
+#        receives every broadcast through Redis): plain redis-server + 2 (peers: N)
+#        `roomcast-bench-socketioxide --adapter redis` (benches/socketioxide/, built by its
+#        build.sh; one current_thread runtime per process), the same event contract as R2
+#        and the same generator protocol (socketio) (idle: IDLE_EDGES processes).
 #   redis  the Redis ceiling: a plain redis-server driven by `redis-benchmark -P 16`.
 # The system under test is pinned to CPU 0 and the generator (`roomcast-fanout`, or
 # redis-benchmark and its subscribers) to CPU 1. CPU time comes from /proc (utime+stime
@@ -22,9 +29,11 @@
 # MAX_BG_PCT is retried once and, if still noisy, kept but marked (report.py leaves noisy
 # trials out of the ratios).
 #
-# Order: per scenario and pair, RC R2 R0 R0 R2 RC (ABCCBA: both RC/R2 and RC/R0 are
-# ABBA-balanced around the middle of the pair); R2S in its own pairs, RC R2S R2S RC. A
-# pair gives one ratio per metric: mean(RC trials) / mean(reference trials).
+# Order: per scenario and pair, RC R2 R3 R0 R0 R3 R2 RC (FANOUT_ORDER; ABCDDCBA: every
+# system's two trials are symmetric around the middle of the pair, so RC/R2, RC/R3, RC/R0
+# and R0/R3 are all ABBA-balanced); R2S in its own pairs, RC R2S R2S RC. The peers group
+# uses PEERS_ORDER (the same by default). A pair gives one ratio per metric: mean(trials
+# of the one system) / mean(trials of the other).
 #
 # Scenarios (SCENARIOS picks groups; "all" = every group of the mode, in this order):
 #   quick  fanout: 20 rooms × 10 and 2 rooms × 100 at QUICK_LOAD deliveries/s (PAIRS = 1
@@ -32,7 +41,8 @@
 #          streams-m100, PAIRS pairs); ceiling: redis-benchmark -P 16 for PING, PUBLISH
 #          with 0 and CEILING_SUBS subscribers, XADD MAXLEN ~ 10000 (CEILING_ROUNDS
 #          rounds); idle: 10k connections (1 trial per system); strace: write syscalls
-#          per delivered message (strace -c on RC's edges, M = 10 and 100).
+#          per delivered message (strace -c on RC's edges, M = 10 and 100). "all" leaves
+#          out peers in quick mode (name it: SCENARIOS="fanout peers").
 #   full   fanout: M = 1/10/100/1000, efficiency at FULL_LOAD deliveries/s (PAIRS pairs);
 #          streams: as in quick at FULL_LOAD (PAIRS pairs); ceiling: as in quick;
 #          sweep: a knee sweep per system and M (offered loads doubling from
@@ -41,7 +51,12 @@
 #          knee; idle: 10k/50k/100k over IDLE_EDGES server processes and ⌈N/19000⌉
 #          generator processes; churn: connect/join/close at CHURN_RATE; slow: slow
 #          consumers (1 % of members never read, normal vs slow, RC and R2); strace: on
-#          RC, R0 and R2.
+#          RC, R0, R2 and R3; peers (below).
+#   peers  (both modes) the shapes of PEER_SHAPES, each "S:ROOMSxMEMBERSxRATE" (RATE =
+#          msgs/s per room, the generator's --rate): S server processes for RC (S edges ×
+#          1 worker), R2 and R3, one floor edge for R0, PAIRS pairs in PEERS_ORDER; only the
+#          server counts listed in SERVERS run. Defaults: 10x50x20, 10x50x100, 10x50x200,
+#          200x5x10, 100x1x50 at 2 servers; 400x4x5 and 40x40x25 at 8 servers.
 #
 # Results: target/compare-results/<timestamp>/ (one JSON per trial and trials.jsonl,
 # the manifest), then `benches/report.py` writes the generated section of
@@ -51,7 +66,10 @@
 #        MAX_BG_PCT (10), LOAD_MAX (1.0) and WAIT_LOAD_S (60 quick, 300 full): wait for
 #        a 1-min loadavg under LOAD_MAX before measuring; NO_BUILD=1, REPORT=0,
 #        RESULTS_DIR, SCENARIOS ("all"; or a subset of: fanout streams ceiling sweep idle
-#        churn slow strace, e.g. SCENARIOS="streams ceiling" for a functional check),
+#        churn slow strace peers, e.g. SCENARIOS="streams ceiling" for a functional check),
+#        FANOUT_ORDER ("RC R2 R3 R0 R0 R3 R2 RC"), PEERS_ORDER (the same), PEER_SHAPES
+#        (see peers), SERVERS ("2 8": which server counts of PEER_SHAPES run), e.g. an R3-only
+#        functional check: SCENARIOS=peers PEERS_ORDER="R3 R3" PEER_SHAPES=2:10x50x20,
 #        FULL_MEMBERS ("1 10 100 1000"), STREAMS_MEMBERS ("10 100"), IDLE_SIZES,
 #        IDLE_EDGES (6), CHURN_CONNS (2000), CHURN_RATE (200), SLOW_PAYLOAD (16000:
 #        800 KB/s per member, so a stalled one overflows its 1 MiB queue plus the kernel
@@ -113,9 +131,25 @@ STREAMS_MEMBERS=${STREAMS_MEMBERS:-"10 100"}
 CEILING_CLIENTS=${CEILING_CLIENTS:-50}
 CEILING_PIPELINE=${CEILING_PIPELINE:-16}
 CEILING_SUBS=${CEILING_SUBS:-2}
+FANOUT_ORDER=${FANOUT_ORDER:-"RC R2 R3 R0 R0 R3 R2 RC"}
+PEERS_ORDER=${PEERS_ORDER:-$FANOUT_ORDER}
+PEER_SHAPES=${PEER_SHAPES:-"2:10x50x20 2:10x50x100 2:10x50x200 2:200x5x10 2:100x1x50 8:400x4x5 8:40x40x25"}
+SERVERS=${SERVERS:-"2 8"}
+NSERVERS=2 # server processes of RC, R2, R2S and R3 in the current fan-out trial
 SCENARIOS=${SCENARIOS:-all}
-# want GROUP: true when the scenario group runs in this invocation.
-want() { [ "$SCENARIOS" = all ] || [[ " $SCENARIOS " == *" $1 "* ]]; }
+# want GROUP: true when the scenario group runs in this invocation ("all" includes peers
+# in full mode only: quick stays quick).
+want() {
+    if [ "$SCENARIOS" = all ]; then [ "$1" != peers ] || [ "$MODE" = full ]; return; fi
+    [[ " $SCENARIOS " == *" $1 "* ]]
+}
+# PEER_SHAPES is checked before anything runs: a typo must not end a long run midway.
+for entry in $PEER_SHAPES; do
+    [[ "$entry" =~ ^[1-9][0-9]*:[1-9][0-9]*x[1-9][0-9]*x[0-9]+(\.[0-9]+)?$ ]] || {
+        echo "compare.sh: PEER_SHAPES entry \"$entry\" is not S:ROOMSxMEMBERSxRATE (e.g. 2:10x50x20)" >&2
+        exit 1
+    }
+done
 T_START=$(date +%s)
 
 log() { printf '== [%4ds] %s\n' "$(($(date +%s) - T_START))" "$*" >&2; }
@@ -136,6 +170,13 @@ for f in libroomcast.so roomcast-edge roomcast-fanout; do
     [ -e "$REL/$f" ] || { echo "compare.sh: $REL/$f missing" >&2; exit 1; }
 done
 SIO_JS=$(bash "$ROOT/benches/socketio/install.sh")
+if [ -z "${NO_BUILD:-}" ]; then
+    log "building (release): the socketioxide peer (R3)"
+    SIOX_BIN=$(bash "$ROOT/benches/socketioxide/build.sh")
+else
+    SIOX_BIN="$ROOT/target/socketioxide/release/roomcast-bench-socketioxide"
+fi
+[ -x "$SIOX_BIN" ] || { echo "compare.sh: $SIOX_BIN missing (bash benches/socketioxide/build.sh)" >&2; exit 1; }
 VENV="$ROOT/target/bench-venv"
 if [ "${REPORT:-1}" != 0 ] && ! "$VENV/bin/python" -c 'import matplotlib' 2>/dev/null; then
     log "installing matplotlib into $VENV"
@@ -216,7 +257,7 @@ start_system() {
     WATCH=() SERVER_PIDS=()
     case "$sys" in
         RC) start_redis --loadmodule "$REL/libroomcast.so" ;;
-        R2 | R2S) start_redis ;;
+        R2 | R2S | R3) start_redis ;;
         R0) ;;
     esac
     for i in $(seq 0 $((n - 1))); do
@@ -230,6 +271,8 @@ start_system() {
             R2) "${SUT_PIN[@]}" node "$SIO_JS" --port 0 --redis "redis://127.0.0.1:$REDIS_PORT" --adapter redis \
                     >"$WORK/s$i.out" 2>"$WORK/s$i.err" & ;;
             R2S) "${SUT_PIN[@]}" node "$SIO_JS" --port 0 --redis "redis://127.0.0.1:$REDIS_PORT" --adapter streams \
+                    >"$WORK/s$i.out" 2>"$WORK/s$i.err" & ;;
+            R3) "${SUT_PIN[@]}" "$SIOX_BIN" --port 0 --redis "redis://127.0.0.1:$REDIS_PORT" --adapter redis \
                     >"$WORK/s$i.out" 2>"$WORK/s$i.err" & ;;
         esac
         pid=$!
@@ -247,8 +290,10 @@ start_system() {
     if [ "$sys" = RC ]; then sleep 0.7; fi # leases registered, inbox readers running
     return 0
 }
-protocol_of() { case "$1" in R2 | R2S) echo socketio ;; *) echo roomcast ;; esac; }
-servers_of() { [ "$1" = R0 ] && echo 1 || echo 2; }
+protocol_of() { case "$1" in R2 | R2S | R3) echo socketio ;; *) echo roomcast ;; esac; }
+# Server processes of a fan-out trial: one floor edge for R0 (its rooms are local to a
+# worker), NSERVERS for the others.
+servers_of() { [ "$1" = R0 ] && echo 1 || echo "$NSERVERS"; }
 
 # Appends one line to the manifest.
 manifest() { # kind scenario system pair pos attempt file [extra json]
@@ -294,7 +339,7 @@ fanout_trial() {
         fi
         stop_system
         manifest fanout "$scen" "$sys" "$pair" "$pos" "$attempt" "$f" \
-            "{\"rooms\":$rooms,\"members\":$members,\"rate\":$rate}"
+            "{\"rooms\":$rooms,\"members\":$members,\"rate\":$rate,\"servers\":$(servers_of "$sys")}"
         bg=$(bg_of "$f")
         log "$scen $sys pair $pair pos $pos: $(summary "$f") background ${bg}%"
         [ "$bg" -le "$MAX_BG_PCT" ] && break
@@ -304,14 +349,14 @@ fanout_trial() {
 summary() { python3 "$ROOT/benches/report.py" --one "$1" 2>/dev/null || echo "(no result)"; }
 
 # Pairs of fan-out trials: fanout_pairs SCEN NPAIRS ROOMS MEMBERS RATE [args]; the
-# order within a pair is PAIR_ORDER (default ABCCBA: RC R2 R0 R0 R2 RC).
+# order within a pair is PAIR_ORDER (default FANOUT_ORDER: RC R2 R3 R0 R0 R3 R2 RC).
 fanout_pairs() {
     local scen=$1 np=$2 rooms=$3 members=$4 rate=$5
     shift 5
     local p pos sys
     for p in $(seq 1 "$np"); do
         pos=0
-        for sys in ${PAIR_ORDER:-RC R2 R0 R0 R2 RC}; do
+        for sys in ${PAIR_ORDER:-$FANOUT_ORDER}; do
             pos=$((pos + 1))
             fanout_trial "$scen" "$sys" "$p" "$pos" "$rooms" "$members" "$rate" "$@"
         done
@@ -619,6 +664,18 @@ while python3 -c "import sys; sys.exit(0 if float('$(load1)') >= float('$LOAD_MA
 done
 python3 - "$MODE" "$OUT/meta.json" <<PY
 import json, sys, subprocess, platform
+def lock_versions(path, names):
+    """name -> version of the packages NAMES in a Cargo.lock (the R3 peer's)."""
+    out, name = {}, None
+    try:
+        for line in open(path):
+            if line.startswith("name = "):
+                name = line.split('"')[1]
+            elif line.startswith("version = ") and name in names:
+                out[name] = line.split('"')[1]
+    except OSError:
+        pass
+    return out
 json.dump({"mode": sys.argv[1], "date": "$(date -u +%Y-%m-%dT%H:%M:%SZ)", "nproc": $(nproc),
            "loadavg_start": open("/proc/loadavg").read().split()[:3],
            "redis": subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout.strip(),
@@ -628,6 +685,10 @@ json.dump({"mode": sys.argv[1], "date": "$(date -u +%Y-%m-%dT%H:%M:%SZ)", "nproc
            "scenarios": "$SCENARIOS", "streams_members": "$STREAMS_MEMBERS", "ceiling_n": $CEILING_N,
            "ceiling_rounds": $CEILING_ROUNDS, "ceiling_clients": $CEILING_CLIENTS,
            "ceiling_pipeline": $CEILING_PIPELINE, "ceiling_subs": $CEILING_SUBS,
+           "fanout_order": "$FANOUT_ORDER", "peers_order": "$PEERS_ORDER",
+           "peer_shapes": "$PEER_SHAPES", "servers": "$SERVERS",
+           "socketioxide": lock_versions("$ROOT/benches/socketioxide/Cargo.lock",
+                                         ("socketioxide", "socketioxide-redis", "redis")),
            "git": subprocess.run(["git", "-C", "$ROOT", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()},
           open(sys.argv[2], "w"), indent=1)
 PY
@@ -644,6 +705,19 @@ streams_pairs() { # LOAD (halved for M = 1, as for the fan-out scenarios)
     done
 }
 
+# The peer shapes: PEER_SHAPES entries "S:ROOMSxMEMBERSxRATE" whose S is in SERVERS,
+# PAIRS pairs each in PEERS_ORDER, as scenario "peers-sS-ROOMSxMEMBERSxRATE".
+peers_pairs() {
+    local entry n shape rooms members rate
+    for entry in $PEER_SHAPES; do
+        n=${entry%%:*}
+        shape=${entry#*:}
+        [[ " $SERVERS " == *" $n "* ]] || continue
+        IFS=x read -r rooms members rate <<<"$shape"
+        NSERVERS=$n PAIR_ORDER=$PEERS_ORDER fanout_pairs "peers-s$n-$shape" "$PAIRS" "$rooms" "$members" "$rate"
+    done
+}
+
 if [ "$MODE" = quick ]; then
     if want fanout; then
         for m in 10 100; do
@@ -652,10 +726,11 @@ if [ "$MODE" = quick ]; then
         done
     fi
     if want streams; then streams_pairs "$QUICK_LOAD"; fi
+    if want peers; then peers_pairs; fi
     if want ceiling; then ceiling_rounds; fi
     if want idle; then
         for n in $IDLE_SIZES; do
-            for sys in RC R2 R0; do idle_trial "$sys" "$n" "$([ "$sys" = R0 ] && echo 1 || echo "$IDLE_EDGES")"; done
+            for sys in RC R2 R3 R0; do idle_trial "$sys" "$n" "$([ "$sys" = R0 ] && echo 1 || echo "$IDLE_EDGES")"; done
         done
     fi
     if want strace && [ "$STRACE_OK" = 1 ]; then
@@ -672,6 +747,7 @@ else
         done
     fi
     if want streams; then streams_pairs "$FULL_LOAD"; fi
+    if want peers; then peers_pairs; fi
     if want ceiling; then ceiling_rounds; fi
     # Knee sweep per system and M (single trials), then latency at 10/50/80 % of it.
     for m in $FULL_MEMBERS; do
@@ -710,7 +786,7 @@ print("good" if good and gen_ok else ("genbound" if good else "bad"))' "$f" 2>/d
     # Idle capacity.
     if want idle; then
         for n in $IDLE_SIZES; do
-            for sys in RC R2 R0; do idle_trial "$sys" "$n" "$IDLE_EDGES"; done
+            for sys in RC R2 R3 R0; do idle_trial "$sys" "$n" "$IDLE_EDGES"; done
         done
     fi
     # Churn, ABCCBA.
@@ -733,7 +809,7 @@ print("good" if good and gen_ok else ("genbound" if good else "bad"))' "$f" 2>/d
         done
     fi
     if want strace && [ "$STRACE_OK" = 1 ]; then
-        for sys in RC R0 R2; do for m in 10 100; do strace_trial "$sys" "$m" "$STRACE_LOAD"; done; done
+        for sys in RC R0 R2 R3; do for m in 10 100; do strace_trial "$sys" "$m" "$STRACE_LOAD"; done; done
     fi
 fi
 

@@ -8,9 +8,10 @@ so a rerun replaces it) and PNG plots under docs/img/.
     python3 benches/report.py --one FILE.json                  # one-line trial summary
     python3 benches/report.py --strace-summary PREFIX MEMBERS  # writes per delivered msg
 
-Ratios are per pair (ABCCBA: mean of the two RC trials over the mean of the two
-reference trials of the same pair), reported as median (min–max) over the pairs whose
-trials were not noisy (background CPU > max_bg_pct). Absolute figures are context only.
+Ratios are per pair (each system's trials symmetric around the middle of the pair, e.g.
+RC R2 R3 R0 R0 R3 R2 RC: mean of one system's trials over the mean of the other's in the
+same pair), reported as median (min–max) over the pairs whose trials were not noisy
+(background CPU > max_bg_pct). Absolute figures are context only.
 """
 
 import glob
@@ -23,14 +24,15 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOC = os.path.join(ROOT, "docs", "BENCHMARKS.md")
 IMG = os.path.join(ROOT, "docs", "img")
-SYSTEMS = ["RC", "R0", "R2"]
+SYSTEMS = ["RC", "R0", "R2", "R3"]
 NAMES = {
     "RC": "RC roomcast (Redis + module, 2 edges)",
     "R0": "R0 floor (1 edge, --bench-floor)",
     "R2": "R2 Socket.IO 4.8 + redis adapter (2 node)",
     "R2S": "R2S Socket.IO 4.8 + streams adapter (2 node)",
+    "R3": "R3 socketioxide 0.18 + socketioxide-redis (2 processes)",
 }
-COLORS = {"RC": "#1f77b4", "R0": "#2ca02c", "R2": "#d62728", "R2S": "#ff7f0e"}
+COLORS = {"RC": "#1f77b4", "R0": "#2ca02c", "R2": "#d62728", "R2S": "#ff7f0e", "R3": "#9467bd"}
 CEILING_TESTS = ["ping", "publish0", "publishN", "xadd"]
 
 
@@ -167,8 +169,8 @@ def med_span(xs, fmt="{:.2f}"):
     return f"{fmt.format(statistics.median(xs))} ({fmt.format(min(xs))}–{fmt.format(max(xs))})"
 
 
-def pair_ratios(trials, scen, metric, ref, invert=False):
-    """Per pair: mean(RC) / mean(ref) of `metric` over non-noisy trials."""
+def pair_ratios(trials, scen, metric, ref, invert=False, num="RC"):
+    """Per pair: mean(num) / mean(ref) of `metric` over non-noisy trials (num: RC unless told)."""
     out = []
     pairs = sorted({t["pair"] for t in trials if t["scenario"] == scen})
     for p in pairs:
@@ -176,7 +178,7 @@ def pair_ratios(trials, scen, metric, ref, invert=False):
             return [fanout_metrics(t["data"])[metric] for t in trials
                     if t["scenario"] == scen and t["pair"] == p and t["system"] == sys_
                     and t["data"] and not t["noisy"]]
-        a, b = vals("RC"), vals(ref)
+        a, b = vals(num), vals(ref)
         a = [x for x in a if x is not None]
         b = [x for x in b if x is not None]
         if a and b and statistics.mean(b) > 0:
@@ -258,8 +260,9 @@ def plots(meta, trials, mode):
                   key=lambda s: int(s.split("-m")[1]))
     if scen:
         fig, ax = plt.subplots(figsize=(1.9 * len(scen) + 2.5, 3.4), dpi=80)
-        w = 0.26
-        for i, sys_ in enumerate(SYSTEMS):
+        shown = [x for x in SYSTEMS if any(sys_values(trials, s, x, "msgs_per_cpu_s") for s in scen)] or SYSTEMS
+        w = 0.78 / len(shown)
+        for i, sys_ in enumerate(shown):
             meds, lo, hi = [], [], []
             for s in scen:
                 v = sys_values(trials, s, sys_, "msgs_per_cpu_s")
@@ -268,7 +271,7 @@ def plots(meta, trials, mode):
                     continue
                 md = statistics.median(v)
                 meds.append(md), lo.append(md - min(v)), hi.append(max(v) - md)
-            xs = [j + (i - 1) * w for j in range(len(scen))]
+            xs = [j + (i - (len(shown) - 1) / 2) * w for j in range(len(scen))]
             ax.bar(xs, meds, w, yerr=[lo, hi], capsize=2, color=COLORS[sys_], label=NAMES[sys_])
             for x, md in zip(xs, meds):
                 if md:
@@ -308,16 +311,29 @@ def section(run, meta, trials, knees, rows, paths):
     str_scen = sorted({t["scenario"] for t in trials if t["kind"] == "fanout" and t["scenario"].startswith("streams-m")},
                       key=lambda s: int(s.split("-m")[1]))
     ceil = [t for t in trials if t["kind"] == "ceiling"]
-    extra = ""
+    fan_order = meta.get("fanout_order", "RC R2 R0 R0 R2 RC")  # runs before R3 did not record it
+    has_r3 = any(t["system"] == "R3" for t in trials if t["scenario"] in fan_scen)
+    peer_scen = peers_scenarios(trials)
+    runs = []
+    if fan_scen:
+        runs.append(f"{meta['pairs']} {order_name(fan_order)} pair(s) ({fan_order}) per fan-out scenario")
     if str_scen:
-        extra += f", {meta['pairs']} pair(s) RC R2S R2S RC per streams-adapter scenario"
+        runs.append(f"{meta['pairs']} pair(s) RC R2S R2S RC per streams-adapter scenario")
+    if peer_scen:
+        runs.append(f"{meta['pairs']} pair(s) {meta.get('peers_order', '?')} per peer shape")
     if ceil:
-        extra += (f", {meta.get('ceiling_rounds', '?')} round(s) of the Redis ceiling "
-                  f"({meta.get('ceiling_n', 0):,} requests per test)")
+        runs.append(f"{meta.get('ceiling_rounds', '?')} round(s) of the Redis ceiling "
+                    f"({meta.get('ceiling_n', 0):,} requests per test)")
+    versions = ""
+    siox = meta.get("socketioxide") or {}
+    if any(t["system"] == "R3" for t in trials) and siox:
+        versions = (f", socketioxide {siox.get('socketioxide', '?')} + socketioxide-redis "
+                    f"{siox.get('socketioxide-redis', '?')} (redis {siox.get('redis', '?')})")
     L.append(f"Generated by `benches/report.py` from `{os.path.relpath(run, ROOT)}` "
              f"({mode} run, {meta['date']}, commit `{meta.get('git', '?')}`, nproc {meta['nproc']}, "
-             f"{meta['redis'].split(' sha')[0]}, Node {meta['node']}; loadavg at start {' / '.join(meta['loadavg_start'])}). "
-             f"{meta['pairs']} ABCCBA pair(s) (RC R2 R0 R0 R2 RC) per fan-out scenario{extra}, {meta['warmup']} s warm-up + "
+             f"{meta['redis'].split(' sha')[0]}, Node {meta['node']}{versions}; loadavg at start "
+             f"{' / '.join(meta['loadavg_start'])}). "
+             f"{', '.join(runs) + ', ' if runs else ''}{meta['warmup']} s warm-up + "
              f"{meta['measure']} s measured per trial, {meta['payload']}-byte payloads, fresh processes per trial, "
              f"SUT `taskset -c 0`, generator `taskset -c 1`. Background CPU per trial: "
              f"{min(bgs):.0f}–{max(bgs):.0f} % of the box; {n_retried} trial(s) retried, {n_noisy} left noisy "
@@ -341,12 +357,18 @@ def section(run, meta, trials, knees, rows, paths):
     if fan_scen:
         L.append("#### Fan-out: ratios at the same offered load")
         L.append("")
+        r3_head = ("| msgs per SUT CPU-s: RC/R3 | R0/R3 | p99 RC/R3 | Redis CPU/msg RC/R3 "
+                   if has_r3 else "")
         L.append("| rooms × members, offered deliveries/s | delivered msgs per SUT CPU-s: RC/R2 | RC/R0 "
-                 "| edge CPU/msg: RC/R0 | p50 RC/R2 | p99 RC/R2 | p99 RC/R0 | p99.9 RC/R0 |")
-        L.append("|---|---|---|---|---|---|---|---|")
+                 "| edge CPU/msg: RC/R0 | p50 RC/R2 | p99 RC/R2 | p99 RC/R0 | p99.9 RC/R0 " + r3_head + "|")
+        L.append("|---" * (12 if has_r3 else 8) + "|")
         for s in fan_scen:
             t0 = next(t for t in fan_trials if t["scenario"] == s)
             d = t0["data"]
+            r3_cells = (f"| {med_span(pair_ratios(trials, s, 'msgs_per_cpu_s', 'R3'))} "
+                        f"| {med_span(pair_ratios(trials, s, 'msgs_per_cpu_s', 'R3', num='R0'))} "
+                        f"| {med_span(pair_ratios(trials, s, 'p99', 'R3'))} "
+                        f"| {med_span(pair_ratios(trials, s, 'redis_us_per_msg', 'R3'))} " if has_r3 else "")
             L.append(f"| {d['rooms']} × {d['members']}, {d['offered_deliveries_per_s']:,.0f} "
                      f"| {med_span(pair_ratios(trials, s, 'msgs_per_cpu_s', 'R2'))} "
                      f"| {med_span(pair_ratios(trials, s, 'msgs_per_cpu_s', 'R0'))} "
@@ -354,8 +376,13 @@ def section(run, meta, trials, knees, rows, paths):
                      f"| {med_span(pair_ratios(trials, s, 'p50', 'R2'))} "
                      f"| {med_span(pair_ratios(trials, s, 'p99', 'R2'))} "
                      f"| {med_span(pair_ratios(trials, s, 'p99', 'R0'))} "
-                     f"| {med_span(pair_ratios(trials, s, 'p999', 'R0'))} |")
+                     f"| {med_span(pair_ratios(trials, s, 'p999', 'R0'))} " + r3_cells + "|")
         L.append("")
+        if has_r3:
+            L.append("R0/R3 is R0's delivered messages per CPU-s over R3's; Redis CPU/msg is Redis's "
+                     "CPU-µs per delivered message (RC: the module's streams; R3: pub/sub, every "
+                     "broadcast to every server).")
+            L.append("")
         L.append("Absolute figures (context only; median over the trials of each system, min–max):")
         L.append("")
         L.append("| rooms × members | system | delivered/s | msgs per SUT CPU-s | edge/node CPU-µs/msg "
@@ -363,19 +390,7 @@ def section(run, meta, trials, knees, rows, paths):
                  "| gen % of CPU 1 | loss / dup / ooo |")
         L.append("|---|---|---|---|---|---|---|---|---|---|---|")
         for s in fan_scen:
-            for sys_ in SYSTEMS:
-                ts = [t for t in fan_trials if t["scenario"] == s and t["system"] == sys_ and not t["noisy"]]
-                if not ts:
-                    continue
-                ms_ = [fanout_metrics(t["data"]) for t in ts]
-                g = lambda k: [m[k] for m in ms_]
-                d = ts[0]["data"]
-                L.append(f"| {d['rooms']} × {d['members']} | {sys_} | {med_span(g('delivered_per_s'), '{:,.0f}')} "
-                         f"| {med_span(g('msgs_per_cpu_s'), '{:,.0f}')} | {med_span(g('edge_us_per_msg'), '{:.1f}')} "
-                         f"| {med_span(g('redis_us_per_msg'), '{:.1f}')} | {med_span(g('redis_us_per_msg_node'), '{:.1f}')} "
-                         f"| {statistics.median(g('p50')):.2f} / {statistics.median(g('p99')):.2f} / "
-                         f"{statistics.median(g('p999')):.2f} | {med_span(g('sut_core_pct'), '{:.0f}')} "
-                         f"| {med_span(g('gen_pct'), '{:.0f}')} | {sum(g('loss'))} / {sum(g('dup'))} / {sum(g('ooo'))} |")
+            L.extend(absolute_rows(fan_trials, s, lambda d: f"{d['rooms']} × {d['members']}"))
         L.append("")
         cmd = commandstats_rows(run, trials, fan_scen)
         if cmd:
@@ -389,6 +404,10 @@ def section(run, meta, trials, knees, rows, paths):
     # ---- Socket.IO with the streams adapter
     if str_scen:
         L.extend(streams_section(trials, str_scen))
+
+    # ---- the peer shapes at 2 and 8 servers
+    if peer_scen:
+        L.extend(peers_section(meta, trials, peer_scen))
 
     # ---- Redis ceiling
     if ceil:
@@ -517,6 +536,92 @@ def section(run, meta, trials, knees, rows, paths):
         L.append(f"![{k}]({os.path.relpath(p, os.path.dirname(os.path.abspath(DOC)))})")
         L.append("")
     return "\n".join(L)
+
+
+def order_name(order):
+    """ABCCBA, ABCDDCBA, …: the letters of a pair order that is symmetric around its
+    middle; "custom" for any other order."""
+    sys_ = order.split()
+    if not sys_ or sys_ != sys_[::-1] or len(sys_) % 2:
+        return "custom"
+    letters = {}
+    for x in sys_:
+        letters.setdefault(x, "ABCDEFGH"[len(letters) % 8])
+    return "".join(letters[x] for x in sys_)
+
+
+def absolute_rows(fan_trials, scen, label):
+    """Rows of the absolute-figures table for one scenario, one per system with trials;
+    `label(data)` names the shape in the first column."""
+    rows = []
+    for sys_ in SYSTEMS:
+        ts = [t for t in fan_trials if t["scenario"] == scen and t["system"] == sys_ and not t["noisy"]]
+        if not ts:
+            continue
+        ms_ = [fanout_metrics(t["data"]) for t in ts]
+        g = lambda k: [m[k] for m in ms_]
+        d = ts[0]["data"]
+        rows.append(f"| {label(d)} | {sys_} | {med_span(g('delivered_per_s'), '{:,.0f}')} "
+                    f"| {med_span(g('msgs_per_cpu_s'), '{:,.0f}')} | {med_span(g('edge_us_per_msg'), '{:.1f}')} "
+                    f"| {med_span(g('redis_us_per_msg'), '{:.1f}')} | {med_span(g('redis_us_per_msg_node'), '{:.1f}')} "
+                    f"| {statistics.median(g('p50')):.2f} / {statistics.median(g('p99')):.2f} / "
+                    f"{statistics.median(g('p999')):.2f} | {med_span(g('sut_core_pct'), '{:.0f}')} "
+                    f"| {med_span(g('gen_pct'), '{:.0f}')} | {sum(g('loss'))} / {sum(g('dup'))} / {sum(g('ooo'))} |")
+    return rows
+
+
+def peers_scenarios(trials):
+    """The peer-shape scenarios (`peers-sS-RxMxH`), by server count, then as listed."""
+    scen = {t["scenario"] for t in trials if t["kind"] == "fanout" and t["scenario"].startswith("peers-s")}
+
+    def key(s):
+        n, shape = s[len("peers-s"):].split("-", 1)
+        r, m, h = (float(x) for x in shape.split("x"))
+        return (int(n), -r * m * h, r)
+    return sorted(scen, key=key)
+
+
+def peers_section(meta, trials, peer_scen):
+    """The peer shapes: RC, R2, R3 at S server processes each (R0: one floor edge)."""
+    fan_trials = [t for t in trials if t["kind"] == "fanout" and t["data"]]
+    L = ["#### Peers: fixed shapes at 2 and 8 server processes", ""]
+    L.append(f"Shapes as rooms × members × msgs/s per room (`PEER_SHAPES`), {meta['pairs']} pair(s) "
+             f"{meta.get('peers_order', '?')} each. RC = S edges × 1 worker on a Redis with the module; "
+             "R2 = S `node server.js --adapter redis`; R3 = S socketioxide processes "
+             "(socketioxide-redis, plain `redis` driver) on a plain Redis; R0 = one floor edge whatever "
+             "S is. Every server process and Redis on CPU 0, the generator on CPU 1. Ratios per pair, "
+             "median (min–max).")
+    L.append("")
+    L.append("| servers | rooms × members × msgs/s, offered deliveries/s | msgs per SUT CPU-s: RC/R2 | RC/R3 "
+             "| R0/R3 | p99 RC/R2 | p99 RC/R3 | Redis CPU/msg RC/R2 | RC/R3 |")
+    L.append("|---|---|---|---|---|---|---|---|---|")
+    for s in peer_scen:
+        ts = [t for t in fan_trials if t["scenario"] == s]
+        if not ts:
+            continue
+        n, shape = s[len("peers-s"):].split("-", 1)
+        d = ts[0]["data"]
+        L.append(f"| {n} | {shape.replace('x', ' × ')}, {d['offered_deliveries_per_s']:,.0f} "
+                 f"| {med_span(pair_ratios(trials, s, 'msgs_per_cpu_s', 'R2'))} "
+                 f"| {med_span(pair_ratios(trials, s, 'msgs_per_cpu_s', 'R3'))} "
+                 f"| {med_span(pair_ratios(trials, s, 'msgs_per_cpu_s', 'R3', num='R0'))} "
+                 f"| {med_span(pair_ratios(trials, s, 'p99', 'R2'))} "
+                 f"| {med_span(pair_ratios(trials, s, 'p99', 'R3'))} "
+                 f"| {med_span(pair_ratios(trials, s, 'redis_us_per_msg', 'R2'))} "
+                 f"| {med_span(pair_ratios(trials, s, 'redis_us_per_msg', 'R3'))} |")
+    L.append("")
+    L.append("Absolute figures (context only; median over the trials of each system, min–max):")
+    L.append("")
+    L.append("| servers, rooms × members × msgs/s | system | delivered/s | msgs per SUT CPU-s "
+             "| edge/node CPU-µs/msg | Redis CPU-µs/msg | Redis CPU-µs per msg×node | p50 / p99 / p99.9 ms "
+             "| SUT % of CPU 0 | gen % of CPU 1 | loss / dup / ooo |")
+    L.append("|---|---|---|---|---|---|---|---|---|---|---|")
+    for s in peer_scen:
+        n = s[len("peers-s"):].split("-", 1)[0]
+        L.extend(absolute_rows(fan_trials, s, lambda d, n=n: (
+            f"{n}, {d['rooms']} × {d['members']} × {d['rate_per_room']:g}")))
+    L.append("")
+    return L
 
 
 def streams_section(trials, str_scen):
@@ -662,6 +767,14 @@ def goals_table(trials, fan_scen, str_scen=()):
             sparts.append(f"M={s.split('-m')[1]}: {cell(r)}×")
     if sparts:
         parts.append(f"vs R2S: {'; '.join(sparts)}")
+    # socketioxide (R3), in the same pairs: shown, not part of the status.
+    r3parts = []
+    for s in fan_scen:
+        r = pair_ratios(trials, s, "msgs_per_cpu_s", "R3")
+        if r:
+            r3parts.append(f"M={s.split('-m')[1]}: {cell(r)}×")
+    if r3parts:
+        parts.append(f"vs R3: {'; '.join(r3parts)}")
     G.append(f"| whole-system delivered msgs per CPU-s ≥ 10× R2 | {'; '.join(parts) or '—'} | "
              f"{status(ok, 'met', 'not met')} |")
     # 2. Edge ≤ 1.5x R0 at K ≥ 10.

@@ -7,7 +7,7 @@
 #   bash scripts/fuzz.sh [seconds per target] [target …]
 #
 # Defaults: 600 s, every target (`cargo fuzz list`):
-#   frame_reader    the edge's client frame reader (edge/src/wsread.rs)
+#   frame_reader    the edge's client frame reader (edge/src/ws/read.rs)
 #   client_message  the client protocol decoder (ClientMessage, edge/src/protocol.rs)
 #   inbox_entry     the inbox entry decoder (roomcast_common::entry::decode)
 #   module_args     every module command's argument parser (roomcast_common::command)

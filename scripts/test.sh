@@ -37,6 +37,8 @@ cargo build --release -p roomcast-module -p roomcast-edge
 phase "format and lints"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
+phase "edge layering: no import cycle between its modules, no file over 400 lines"
+python3 scripts/check_layers.py
 phase "tests (unit, property, end to end)"
 cargo test --workspace --no-fail-fast
 phase "fuzz targets still build (run them with scripts/fuzz.sh)"

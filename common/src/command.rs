@@ -2,7 +2,7 @@
 //!
 //! The module hands each command's argv to a parser here (a `RedisString` derefs to its
 //! bytes) and acts on the checked values it gets back; an error carries the exact text
-//! the module replies after `ERR `. Nothing here touches Redis, so every parser is
+//! the module replies after `ERR ` (or after its own code, see [`ArgError::Coded`]). Nothing here touches Redis, so every parser is
 //! property-tested and fuzzed (`fuzz/`) on its own: whatever a client sends, parsing
 //! ends in a value or an [`ArgError`] and never panics (a panic in the module aborts
 //! Redis). Checks that need the server — the payload cap from the configuration, node
@@ -12,11 +12,13 @@
 use std::fmt;
 use std::ops::Deref;
 
+use crate::codes::Code;
 use crate::gcra::Quota;
 use crate::json;
 use crate::names::check_id;
 use crate::offset::Offset;
 use crate::partition::{Partitioner, Resolved};
+use crate::stream_id::StreamId;
 
 /// Longest lease `RC.NODE.LEASE` accepts: one day.
 pub const MAX_LEASE_MS: i64 = 86_400_000;
@@ -32,6 +34,12 @@ pub const MAX_THROTTLE_ARG: i64 = 1 << 40;
 pub const MAX_HISTORY_COUNT: i64 = 10_000;
 /// Entries `RC.HISTORY` returns when `COUNT` is not given.
 pub const DEFAULT_HISTORY_COUNT: i64 = 100;
+/// Most entries `RC.READ` returns per stream.
+pub const MAX_READ_COUNT: i64 = 10_000;
+/// Entries per stream `RC.READ` returns when `COUNT` is not given.
+pub const DEFAULT_READ_COUNT: i64 = 256;
+/// Longest `BLOCK` timeout of `RC.READ`: one day (`BLOCK 0` blocks without a timeout).
+pub const MAX_READ_BLOCK_MS: i64 = 86_400_000;
 
 /// Every command [`parse`] knows, in upper case.
 pub const COMMANDS: &[&str] = &[
@@ -49,6 +57,7 @@ pub const COMMANDS: &[&str] = &[
     "RC.KICK",
     "RC.THROTTLE",
     "RC.HISTORY",
+    "RC.READ",
     "RC.INFO",
 ];
 
@@ -59,13 +68,27 @@ pub enum ArgError {
     Arity,
     /// An invalid argument; the message names it and says what is wrong.
     Invalid(String),
+    /// A refusal a caller acts on (a payload over the cap: [`Code::TooLarge`]): the
+    /// module answers it with that code instead of `ERR`, and the same message.
+    Coded(Code, String),
+}
+
+impl ArgError {
+    /// The code the module answers with: `ERR` for an invalid argument (and for an
+    /// arity error, which Redis words itself), else the refusal's own.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ArgError::Arity | ArgError::Invalid(_) => "ERR",
+            ArgError::Coded(code, _) => code.as_str(),
+        }
+    }
 }
 
 impl fmt::Display for ArgError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ArgError::Arity => f.write_str("wrong number of arguments"),
-            ArgError::Invalid(message) => f.write_str(message),
+            ArgError::Invalid(message) | ArgError::Coded(_, message) => f.write_str(message),
         }
     }
 }
@@ -214,13 +237,17 @@ pub fn reason(arg: &[u8]) -> Result<&str, ArgError> {
     Ok(text)
 }
 
-/// Refuses a payload over `max` bytes (the `max-payload-bytes` policy).
+/// Refuses a payload over `max` bytes (the `max-payload-bytes` policy) with
+/// [`Code::TooLarge`].
 pub fn payload(data: &[u8], max: i64) -> Result<(), ArgError> {
     if data.len() as u64 > max.max(0) as u64 {
-        return Err(invalid(format!(
-            "payload too large: {} bytes, max-payload-bytes is {max}",
-            data.len()
-        )));
+        return Err(ArgError::Coded(
+            Code::TooLarge,
+            format!(
+                "payload too large: {} bytes, max-payload-bytes is {max}",
+                data.len()
+            ),
+        ));
     }
     Ok(())
 }
@@ -566,6 +593,144 @@ pub fn info<A>(argv: &[A]) -> Result<(), ArgError> {
     arity(argv, 1, 1)
 }
 
+/// `RC.READ partition node [COUNT n] [BLOCK ms] STREAMS p1 [p2 …] id1 [id2 …]`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Read<'a> {
+    /// The routing partition (`argv[1]`).
+    pub partition: u32,
+    /// The edge node whose inboxes are read.
+    pub node: &'a str,
+    /// At most this many entries per stream, 1 to [`MAX_READ_COUNT`] (default
+    /// [`DEFAULT_READ_COUNT`]).
+    pub count: i64,
+    /// `None`: never block; `Some(0)`: block until data; `Some(ms)`: block up to `ms`.
+    pub block: Option<i64>,
+    /// Partitions to read, each once, and for each the id after which entries are
+    /// returned.
+    pub streams: Vec<(u32, StreamId)>,
+}
+
+/// Parses `RC.READ`.
+///
+/// Keywords are case-insensitive; `COUNT` and `BLOCK` may come in any order, once each,
+/// before `STREAMS`, which takes the rest: `k` partitions then `k` ids. Every partition
+/// argument (the routing one and those after `STREAMS`) is a room or user name, plain or
+/// tagged, or a bare `{tag}`; ids are `<ms>-<seq>` or `<ms>` ([`StreamId::parse`]).
+pub fn read<'a, A: Deref<Target = [u8]>>(
+    p: &Partitioner,
+    argv: &'a [A],
+) -> Result<Read<'a>, ArgError> {
+    // RC.READ partition node STREAMS p id: at least 6.
+    arity(argv, 6, usize::MAX)?;
+    let routing = partition(p, at(argv, 1)?)?;
+    let node = id(at(argv, 2)?, "node")?;
+    let (count, block, streams_args) = read_options(rest(argv, 3))?;
+    let count = match count {
+        Some(c) => int(c, "COUNT", 1, MAX_READ_COUNT)?,
+        None => DEFAULT_READ_COUNT,
+    };
+    let block = block
+        .map(|b| int(b, "BLOCK", 0, MAX_READ_BLOCK_MS))
+        .transpose()?;
+    Ok(Read {
+        partition: routing,
+        node,
+        count,
+        block,
+        streams: read_streams(p, streams_args)?,
+    })
+}
+
+/// `RC.READ`'s `[COUNT n] [BLOCK ms] STREAMS …`: the two option values, unchecked, and
+/// the arguments after `STREAMS`.
+type ReadOptions<'a, A> = (Option<&'a [u8]>, Option<&'a [u8]>, &'a [A]);
+
+/// Splits `RC.READ`'s options from its `STREAMS` arguments.
+fn read_options<A: Deref<Target = [u8]>>(args: &[A]) -> Result<ReadOptions<'_, A>, ArgError> {
+    let mut count = None;
+    let mut block = None;
+    let mut words = args.iter();
+    loop {
+        let Some(word) = words.next() else {
+            return Err(invalid(
+                "STREAMS is missing: RC.READ partition node [COUNT n] [BLOCK ms] \
+                 STREAMS p1 [p2 ...] id1 [id2 ...]",
+            ));
+        };
+        let word: &[u8] = word;
+        if word.eq_ignore_ascii_case(b"STREAMS") {
+            return Ok((count, block, words.as_slice()));
+        }
+        let (name, slot) = if word.eq_ignore_ascii_case(b"COUNT") {
+            ("COUNT", &mut count)
+        } else if word.eq_ignore_ascii_case(b"BLOCK") {
+            ("BLOCK", &mut block)
+        } else {
+            return Err(invalid(format!(
+                "unknown option '{}' (expected COUNT, BLOCK or STREAMS)",
+                String::from_utf8_lossy(word)
+            )));
+        };
+        let value: &[u8] = words
+            .next()
+            .ok_or_else(|| invalid(format!("option {name} needs a value")))?;
+        if slot.is_some() {
+            return Err(invalid(format!("option {name} given twice")));
+        }
+        *slot = Some(value);
+    }
+}
+
+/// `RC.READ`'s `p1 … pk id1 … idk`: each partition once, with its id.
+fn read_streams<A: Deref<Target = [u8]>>(
+    p: &Partitioner,
+    args: &[A],
+) -> Result<Vec<(u32, StreamId)>, ArgError> {
+    if args.is_empty() {
+        return Err(invalid("STREAMS needs at least one partition and its id"));
+    }
+    if !args.len().is_multiple_of(2) {
+        return Err(invalid(format!(
+            "STREAMS needs one id per partition: got {} arguments after STREAMS, an odd count",
+            args.len()
+        )));
+    }
+    let k = args.len() / 2;
+    if k > p.count() as usize {
+        return Err(invalid(format!(
+            "STREAMS names {k} partitions, but there are only {}",
+            p.count()
+        )));
+    }
+    let (names, ids) = args.split_at(k);
+    let mut streams: Vec<(u32, StreamId)> = Vec::with_capacity(k);
+    for (name, stream_id) in names.iter().zip(ids) {
+        let name: &[u8] = name;
+        let part = p.resolve_partition(name).map_err(|e| {
+            invalid(format!(
+                "invalid partition '{}' in STREAMS: {e}",
+                String::from_utf8_lossy(name)
+            ))
+        })?;
+        let tag = p.tag(part);
+        if streams.iter().any(|(seen, _)| *seen == part) {
+            return Err(invalid(format!(
+                "partition {{{tag}}} is named twice in STREAMS"
+            )));
+        }
+        let stream_id: &[u8] = stream_id;
+        let parsed = StreamId::parse(stream_id).ok_or_else(|| {
+            invalid(format!(
+                "invalid stream id '{}' for partition {{{tag}}}: expected <ms>-<seq> or <ms> \
+                 (0 reads from the start; $, +, - and > are not supported)",
+                String::from_utf8_lossy(stream_id)
+            ))
+        })?;
+        streams.push((part, parsed));
+    }
+    Ok(streams)
+}
+
 /// Any command, parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command<'a> {
@@ -597,6 +762,8 @@ pub enum Command<'a> {
     Throttle(Throttle<'a>),
     /// `RC.HISTORY`
     History(History<'a>),
+    /// `RC.READ`
+    Read(Read<'a>),
     /// `RC.INFO`
     Info,
 }
@@ -626,6 +793,7 @@ pub fn parse<'a, A: Deref<Target = [u8]>>(
         b"RC.KICK" => Command::Kick(kick(p, argv)?),
         b"RC.THROTTLE" => Command::Throttle(throttle(p, argv)?),
         b"RC.HISTORY" => Command::History(history(p, argv)?),
+        b"RC.READ" => Command::Read(read(p, argv)?),
         b"RC.INFO" => {
             info(argv)?;
             Command::Info
@@ -788,7 +956,13 @@ mod tests {
             payload(b"01234567890", 10).map_err(|e| e.to_string()),
             Err("payload too large: 11 bytes, max-payload-bytes is 10".to_string())
         );
+        assert_eq!(
+            payload(b"01234567890", 10).map_err(|e| e.code()),
+            Err("TOOLARGE")
+        );
         assert_eq!(payload(b"0123456789", 10), Ok(()));
+        assert_eq!(refused(&["RC.MEMBERS", ""]).code(), "ERR");
+        assert_eq!(ArgError::Arity.code(), "ERR");
     }
 
     #[test]
@@ -833,6 +1007,207 @@ mod tests {
             error_line("TOOMANY", "user zoë\r\nhas 3"),
             "TOOMANY user zo\\u{eb}\\u{d}\\u{a}has 3"
         );
+    }
+
+    // --------------------------------------------------------------------------------
+    // RC.READ.
+
+    fn bare(p: &Partitioner, part: u32) -> String {
+        format!("{{{}}}", p.tag(part))
+    }
+
+    /// The message `RC.READ` is refused with (`<arity>` for an arity error).
+    fn read_refused(words: &[&str]) -> String {
+        match read(p16(), &argv(words)) {
+            Err(ArgError::Arity) => "<arity>".to_string(),
+            Err(e) => e.to_string(),
+            Ok(r) => panic!("{words:?} was accepted as {r:?}"),
+        }
+    }
+
+    #[test]
+    fn a_full_read_parses() {
+        let p = p16();
+        let (a, b) = (bare(p, 3), bare(p, 9));
+        let words = argv(&[
+            "RC.READ", &a, "n1", "count", "10", "BLOCK", "0", "streams", &a, &b, "0", "5-1",
+        ]);
+        let want = Read {
+            partition: 3,
+            node: "n1",
+            count: 10,
+            block: Some(0),
+            streams: vec![
+                (3, StreamId { ms: 0, seq: 0 }),
+                (9, StreamId { ms: 5, seq: 1 }),
+            ],
+        };
+        assert_eq!(parse(p, &words), Ok(Command::Read(want)));
+    }
+
+    #[test]
+    fn a_read_has_defaults_and_takes_any_partition_argument() {
+        let p = p16();
+        let tagged = p.tagged("lobby");
+        let words = argv(&["RC.READ", "lobby", "n-1.x_2", "STREAMS", &tagged, "7"]);
+        let r = read(p, &words).unwrap();
+        let lobby = p.partition_of(b"lobby");
+        assert_eq!(r.partition, lobby);
+        assert_eq!(r.count, DEFAULT_READ_COUNT);
+        assert_eq!(r.block, None);
+        assert_eq!(r.streams, vec![(lobby, StreamId { ms: 7, seq: 0 })]);
+        // Options in the other order.
+        let words = argv(&[
+            "RC.READ", "lobby", "n1", "BLOCK", "200", "COUNT", "1", "STREAMS", "ann", "0",
+        ]);
+        let r = read(p, &words).unwrap();
+        assert_eq!((r.count, r.block), (1, Some(200)));
+    }
+
+    #[test]
+    fn bad_read_arguments_say_what_is_wrong() {
+        let p = p16();
+        let a = bare(p, 1);
+        let b = bare(p, 2);
+        let cases: Vec<(Vec<&str>, &str)> = vec![
+            (vec!["RC.READ", &a, "n1", "STREAMS", &a], "<arity>"),
+            (
+                vec!["RC.READ", "", "n1", "STREAMS", &a, "0"],
+                "invalid partition: is empty",
+            ),
+            (
+                vec!["RC.READ", &a, "n:1", "STREAMS", &a, "0"],
+                "invalid node id: contains a character that is not allowed",
+            ),
+            (
+                vec!["RC.READ", &a, "n1", "COUNT", "5", "BLOCK", "0"],
+                "STREAMS is missing",
+            ),
+            (
+                vec!["RC.READ", &a, "n1", "LIMIT", "5", "STREAMS", &a, "0"],
+                "unknown option 'LIMIT' (expected COUNT, BLOCK or STREAMS)",
+            ),
+            (
+                vec![
+                    "RC.READ", &a, "n1", "COUNT", "1", "COUNT", "2", "STREAMS", &a, "0",
+                ],
+                "option COUNT given twice",
+            ),
+            (vec!["RC.READ", &a, "n1", "STREAMS", "COUNT"], "<arity>"),
+            (
+                vec!["RC.READ", &a, "n1", "BLOCK", "5", "COUNT"],
+                "option COUNT needs a value",
+            ),
+            (
+                vec!["RC.READ", &a, "n1", "COUNT", "0", "STREAMS", &a, "0"],
+                "COUNT must be between 1 and 10000",
+            ),
+            (
+                vec!["RC.READ", &a, "n1", "COUNT", "10001", "STREAMS", &a, "0"],
+                "COUNT must be between 1 and 10000",
+            ),
+            (
+                vec!["RC.READ", &a, "n1", "COUNT", "x", "STREAMS", &a, "0"],
+                "COUNT must be an integer",
+            ),
+            (
+                vec!["RC.READ", &a, "n1", "BLOCK", "-1", "STREAMS", &a, "0"],
+                "BLOCK must be between 0 and 86400000",
+            ),
+            (
+                vec!["RC.READ", &a, "n1", "COUNT", "3", "STREAMS"],
+                "STREAMS needs at least one partition and its id",
+            ),
+            (
+                vec!["RC.READ", &a, "n1", "STREAMS", &a, &b, "0"],
+                "STREAMS needs one id per partition: got 3 arguments",
+            ),
+            (
+                vec!["RC.READ", &a, "n1", "STREAMS", &a, &a, "0", "0"],
+                "is named twice in STREAMS",
+            ),
+            (
+                vec!["RC.READ", &a, "n1", "STREAMS", "{nope}", "0"],
+                "invalid partition '{nope}' in STREAMS",
+            ),
+            (
+                vec!["RC.READ", &a, "n1", "STREAMS", &a, "$"],
+                "invalid stream id '$' for partition",
+            ),
+            (
+                vec!["RC.READ", &a, "n1", "STREAMS", &a, "+"],
+                "invalid stream id '+'",
+            ),
+            (
+                vec!["RC.READ", &a, "n1", "STREAMS", &a, "1-x"],
+                "expected <ms>-<seq> or <ms>",
+            ),
+        ];
+        for (words, needle) in cases {
+            let message = read_refused(&words);
+            assert!(
+                message.contains(needle),
+                "{words:?}: {message:?} lacks {needle:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_read_refuses_the_same_partition_twice_whatever_its_spelling() {
+        let p = p16();
+        let lobby = p.partition_of(b"lobby");
+        let tag = bare(p, lobby);
+        let message = read_refused(&["RC.READ", &tag, "n1", "STREAMS", "lobby", &tag, "0", "0"]);
+        assert!(message.contains("named twice"), "{message}");
+    }
+
+    #[test]
+    fn a_read_refuses_more_streams_than_partitions() {
+        let p = Partitioner::new(2).unwrap();
+        let (a, b) = (bare(&p, 0), bare(&p, 1));
+        let words = argv(&[
+            "RC.READ", &a, "n1", "STREAMS", &a, &b, "lobby", "0", "0", "0",
+        ]);
+        assert_eq!(
+            read(&p, &words),
+            Err(ArgError::Invalid(
+                "STREAMS names 3 partitions, but there are only 2".to_string()
+            ))
+        );
+        // Every partition once is fine.
+        let words = argv(&["RC.READ", &a, "n1", "STREAMS", &a, &b, "0", "0"]);
+        assert_eq!(read(&p, &words).unwrap().streams.len(), 2);
+    }
+
+    #[test]
+    fn arbitrary_read_argv_never_panics() {
+        let p = p16();
+        let pool: [&[u8]; 12] = [
+            b"RC.READ",
+            b"STREAMS",
+            b"COUNT",
+            b"BLOCK",
+            b"0",
+            b"5",
+            b"{1.7}",
+            b"lobby",
+            b"",
+            b"$",
+            b"n1",
+            &[0xff, 0x00],
+        ];
+        // A deterministic walk over short argument lists.
+        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..20_000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let len = (state % 12) as usize;
+            let argv: Vec<Vec<u8>> = (0..len)
+                .map(|i| pool[((state >> (i * 4)) % pool.len() as u64) as usize].to_vec())
+                .collect();
+            let _ = read(p, &argv);
+        }
     }
 
     // --------------------------------------------------------------------------------
@@ -892,8 +1267,11 @@ mod tests {
             4 => vec(any::<u8>(), 0..40),
             2 => prop::sample::select(vec![
                 "FROM", "CONN", "META", "REASON", "SINCE", "COUNT", "from", "Since", "$",
+                "STREAMS", "BLOCK", "streams",
             ])
             .prop_map(|w| w.as_bytes().to_vec()),
+            1 => prop::sample::select(vec!["0-0", "5-1", "7", "1-", "-1", "+", ">"])
+                .prop_map(|w| w.as_bytes().to_vec()),
             2 => prop::sample::select(vec![
                 "0", "-1", "1", "+7", "60000", "86400000", "86400001", "1099511627776",
                 "9223372036854775807", "-9223372036854775808", "9223372036854775808",
@@ -998,6 +1376,19 @@ mod tests {
                 check_resolved(p, &c.room);
                 assert!((1..=MAX_HISTORY_COUNT).contains(&c.count));
             }
+            Command::Read(c) => {
+                assert!(c.partition < p.count());
+                check_id_ok(c.node);
+                assert!((1..=MAX_READ_COUNT).contains(&c.count));
+                assert!(c
+                    .block
+                    .is_none_or(|ms| (0..=MAX_READ_BLOCK_MS).contains(&ms)));
+                assert!(!c.streams.is_empty() && c.streams.len() <= p.count() as usize);
+                for (i, (part, _)) in c.streams.iter().enumerate() {
+                    assert!(*part < p.count());
+                    assert!(c.streams.iter().skip(i + 1).all(|(other, _)| other != part));
+                }
+            }
             Command::Info => {}
         }
     }
@@ -1025,6 +1416,8 @@ mod tests {
                     let line = error_line("ERR", &message);
                     prop_assert!(line.bytes().all(|b| (0x20..0x7f).contains(&b)), "{}", line);
                 }
+                // Parsing refuses with `ERR` only; codes come from the module's checks.
+                Err(e @ ArgError::Coded(..)) => prop_assert!(false, "coded parse error {:?}", e),
             }
         }
     }
@@ -1169,6 +1562,60 @@ mod tests {
                 };
                 prop_assert_eq!(got, Ok(Command::Join(want)));
             }
+        }
+
+        /// A valid `RC.READ` — partitions as names or tags, options in any order and
+        /// case, ids with or without a sequence — parses to exactly what was sent.
+        #[test]
+        fn read_round_trips(
+            routing in 0u32..16,
+            node in id_text(),
+            count in proptest::option::of(1i64..=MAX_READ_COUNT),
+            block in proptest::option::of(0i64..=MAX_READ_BLOCK_MS),
+            words in (any_case("COUNT"), any_case("BLOCK"), any_case("STREAMS")),
+            swap in any::<bool>(),
+            picked in proptest::sample::subsequence((0u32..16).collect::<Vec<_>>(), 1..=16),
+            order in any::<u64>(),
+            ids in vec((any::<u64>(), any::<u64>(), any::<bool>()), 16),
+        ) {
+            let p = p16();
+            // The partitions in a shuffled order, each spelled as a tag.
+            let mut parts = picked;
+            let n = parts.len();
+            parts.rotate_left((order as usize) % n);
+            let streams: Vec<(u32, StreamId)> = parts
+                .iter()
+                .zip(&ids)
+                .map(|(&part, &(ms, seq, bare_ms))| {
+                    (part, StreamId { ms, seq: if bare_ms { 0 } else { seq } })
+                })
+                .collect();
+            let mut sent = vec!["RC.READ".to_string(), bare(p, routing), node.clone()];
+            let mut opts = Vec::new();
+            if let Some(c) = count {
+                opts.push([words.0.clone(), c.to_string()]);
+            }
+            if let Some(b) = block {
+                opts.push([words.1.clone(), b.to_string()]);
+            }
+            if swap {
+                opts.reverse();
+            }
+            sent.extend(opts.concat());
+            sent.push(words.2.clone());
+            sent.extend(streams.iter().map(|(part, _)| bare(p, *part)));
+            sent.extend(streams.iter().zip(&ids).map(|((_, id), &(_, _, bare_ms))| {
+                if bare_ms { id.ms.to_string() } else { id.to_string() }
+            }));
+            let argv: Vec<Vec<u8>> = sent.into_iter().map(String::into_bytes).collect();
+            let want = Read {
+                partition: routing,
+                node: &node,
+                count: count.unwrap_or(DEFAULT_READ_COUNT),
+                block,
+                streams,
+            };
+            prop_assert_eq!(parse(p, &argv), Ok(Command::Read(want)));
         }
 
         /// `RC.NODE.LEASE` takes a name or a bare partition tag, and any ttl in range.

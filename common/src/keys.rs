@@ -157,6 +157,14 @@ mod tests {
     }
 
     #[test]
+    fn drain_keys_sit_next_to_the_node_indexes() {
+        let keys = PartitionKeys::new("3.17");
+        assert_eq!(keys.drain_rooms("n1"), "{3.17}:node:n1:rooms:drain");
+        assert_eq!(keys.drain_users("n1"), "{3.17}:node:n1:users:drain");
+        assert_eq!(keys.draining(), "{3.17}:draining");
+    }
+
+    #[test]
     fn room_keys_never_collide_across_rooms() {
         let k = PartitionKeys::new("t");
         let a = [

@@ -9,6 +9,7 @@
 //! - [`partition`]: rooms and users → partitions, the partition hash tags, and the
 //!   parsing of plain (`room`) and partition-tagged (`{tag}room`) names.
 //! - [`names`]: what a valid room, user, node or connection name is.
+//! - [`codes`]: the module's machine-readable error codes (`LIMITED`, `NOLEASE`, …).
 //! - [`command`]: the argument parsing of every module command (pure, so it is
 //!   property-tested and fuzzed without Redis).
 //! - [`keys`]: the Redis key layout of a partition (one place for every key name).
@@ -19,6 +20,7 @@
 //! - [`offset`]: room history offsets (`<epoch>:<seq>`).
 //! - [`stream_id`]: Redis stream entry ids (`ms-seq`).
 
+pub mod codes;
 pub mod command;
 pub mod crc16;
 pub mod entry;

@@ -1,15 +1,38 @@
-//! The worker's connection to Redis for module commands, and what their errors mean
-//! to a client.
+//! Everything the edge says to Redis: where Redis is, the command connection, the
+//! typed module client, and how the inbox streams are read.
+//!
+//! # Layout
+//!
+//! - this file: [`Backend`], the worker's command connection (one multiplexed
+//!   connection that follows a moving primary).
+//! - [`module`]: the typed module client, a function per module command the edge sends,
+//!   with typed replies; the only place that builds `RC.*` commands.
+//! - [`replies`]: the typed replies of module commands (`JoinReply`, `History`, …).
+//! - [`streams`]: reading the inbox streams (`XREAD`, the readers' connections, stream
+//!   ends, liveness probes).
+//! - [`errors`]: what a failed command means, by the module's error code.
+//! - [`target`]: where the Redis primary is (a fixed address, found through Sentinel, or
+//!   a Redis Cluster).
+//! - [`cluster`]: Redis Cluster slot map → which shard serves which partition.
+//! - [`resp`]: reading reply values.
 //!
 //! Commands share one multiplexed connection (`ConnectionManager`, which reconnects on
 //! its own with backoff); replies are timed into the Redis round-trip histogram. The
-//! blocking inbox reader has its own connection (see `reader`).
+//! blocking inbox readers have their own connections (see [`streams`]).
 //!
-//! Behind Sentinel (see `target`) the primary can move: when a command fails in a way
+//! Behind Sentinel (see [`target`]) the primary can move: when a command fails in a way
 //! that says "not the primary (any more)" or "unreachable", the connection is dropped
 //! and the next command looks the primary up again (at most once per [`LOOKUP_GAP`]; in
 //! between, commands fail fast as `unavailable`). A command refused with `READONLY` or
 //! `NOREPLICAS` was not executed, so it is sent once more to the new primary.
+
+pub mod cluster;
+pub mod errors;
+pub mod module;
+pub mod replies;
+pub mod resp;
+pub mod streams;
+pub mod target;
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -20,12 +43,12 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, RedisError, ServerError, Value};
 
+use crate::backend::errors::{no_redis, not_executed};
+use crate::backend::target::{calls_for_lookup, Target};
 use crate::metrics::WorkerMetrics;
-use crate::protocol::ErrorCode;
-use crate::target::{calls_for_lookup, Target};
 
 /// Least time between two lookups of the primary.
-const LOOKUP_GAP: Duration = Duration::from_millis(250);
+pub const LOOKUP_GAP: Duration = Duration::from_millis(250);
 
 /// Command connection of one worker.
 #[derive(Clone)]
@@ -109,62 +132,6 @@ impl Connection {
             }
         }
     }
-}
-
-/// How a failed module command maps onto the client protocol.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Failure {
-    /// `LIMITED retry_after_ms=N`.
-    Limited(u64),
-    /// `BANNED retry_after_ms=N`: the connection must be closed.
-    Banned(u64),
-    /// Any other error reply from the module: (client code, message).
-    Refused(ErrorCode, String),
-    /// Redis could not be reached.
-    Unavailable,
-}
-
-/// Parses `retry_after_ms=N` out of an error detail.
-fn retry_after(detail: &str) -> u64 {
-    detail
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("retry_after_ms="))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(1000)
-}
-
-/// The error of a command attempted without Redis (`--bench-floor`).
-pub fn no_redis() -> RedisError {
-    RedisError::from((redis::ErrorKind::Client, "no Redis in --bench-floor mode"))
-}
-
-/// Classifies an error from a module command.
-pub fn classify(err: &RedisError) -> Failure {
-    let detail = err.detail().unwrap_or_default();
-    match err.code() {
-        Some("LIMITED") => Failure::Limited(retry_after(detail)),
-        Some("BANNED") => Failure::Banned(retry_after(detail)),
-        Some("TOOMANY") => Failure::Refused(ErrorCode::Forbidden, detail.to_string()),
-        // The server is not (or no longer, or not yet) a writable primary; or a Redis
-        // Cluster is failing over or moving the slot (`CLUSTERDOWN`, `TRYAGAIN`; `MOVED`
-        // and `ASK` only when redirections ran out).
-        Some(
-            "READONLY" | "NOREPLICAS" | "MASTERDOWN" | "LOADING" | "UNBLOCKED" | "CLUSTERDOWN"
-            | "TRYAGAIN" | "MOVED" | "ASK",
-        ) => Failure::Unavailable,
-        Some(_) if detail.contains("payload too large") => {
-            Failure::Refused(ErrorCode::TooLarge, detail.to_string())
-        }
-        Some("ERR") => Failure::Refused(ErrorCode::BadRequest, detail.to_string()),
-        Some(_) => Failure::Refused(ErrorCode::Internal, detail.to_string()),
-        None => Failure::Unavailable,
-    }
-}
-
-/// Whether a command refused with this error was not executed, so sending it to the
-/// new primary cannot apply it twice.
-fn not_executed(err: &RedisError) -> bool {
-    matches!(err.code(), Some("READONLY" | "NOREPLICAS"))
 }
 
 fn manager_config() -> ConnectionManagerConfig {
@@ -281,7 +248,7 @@ impl Backend {
     }
 
     /// Drops the connection so the next command looks the primary up again (Sentinel
-    /// named another one: see `failover`).
+    /// named another one: see `node::failover`).
     pub fn switch_primary(&self) {
         if let Some(link) = &self.link {
             if link.current.borrow_mut().take().is_some() {
@@ -319,41 +286,5 @@ impl Backend {
                 WorkerMetrics::inc(&self.metrics.redis_errors);
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn retry_times_are_parsed() {
-        assert_eq!(retry_after("retry_after_ms=250"), 250);
-        assert_eq!(retry_after("garbage"), 1000);
-    }
-
-    #[test]
-    fn a_server_that_is_not_the_primary_means_unavailable() {
-        for code in [
-            "READONLY",
-            "NOREPLICAS",
-            "MASTERDOWN",
-            "LOADING",
-            "UNBLOCKED",
-            "CLUSTERDOWN",
-            "TRYAGAIN",
-        ] {
-            let err = redis::make_extension_error(code.to_string(), Some("now".into()));
-            assert_eq!(classify(&err), Failure::Unavailable, "{code}");
-            assert_eq!(
-                not_executed(&err),
-                code == "READONLY" || code == "NOREPLICAS"
-            );
-        }
-        let err = redis::make_extension_error("ERR".into(), Some("bad".into()));
-        assert!(matches!(
-            classify(&err),
-            Failure::Refused(ErrorCode::BadRequest, _)
-        ));
     }
 }

@@ -24,7 +24,7 @@ pub struct ClientMessage<'a> {
     #[serde(borrow, default)]
     pub user: Option<std::borrow::Cow<'a, str>>,
     /// Payload, for publish/send: JSON the inbox reader will splice back as is (see
-    /// [`relayable`]).
+    /// `relayable`).
     #[serde(borrow, default, deserialize_with = "relayable")]
     pub data: Option<&'a RawValue>,
     /// Last offset the client has seen, for join (recovery) and history.
@@ -33,6 +33,88 @@ pub struct ClientMessage<'a> {
     /// Most messages a history request returns.
     #[serde(default)]
     pub limit: Option<u32>,
+}
+
+/// A client message by operation, with the fields that operation reads.
+#[derive(Debug, Clone, Copy)]
+pub enum Request<'m> {
+    /// `{"op":"ping"}`: answered with a `pong`.
+    Ping,
+    /// `{"op":"join","room":R,"since"?:O}`.
+    Join {
+        /// The room.
+        room: Option<&'m str>,
+        /// The last offset the client has seen.
+        since: Option<&'m str>,
+    },
+    /// `{"op":"leave","room":R}`.
+    Leave {
+        /// The room.
+        room: Option<&'m str>,
+    },
+    /// `{"op":"publish","room":R,"data":D}`.
+    Publish {
+        /// The room.
+        room: Option<&'m str>,
+        /// The payload.
+        data: Option<&'m RawValue>,
+    },
+    /// `{"op":"send","user":U,"data":D}`: a direct message.
+    Send {
+        /// The receiving user.
+        user: Option<&'m str>,
+        /// The payload.
+        data: Option<&'m RawValue>,
+    },
+    /// `{"op":"presence","room":R}`.
+    Presence {
+        /// The room.
+        room: Option<&'m str>,
+    },
+    /// `{"op":"history","room":R,"since"?:O,"limit"?:N}`.
+    History {
+        /// The room.
+        room: Option<&'m str>,
+        /// Where the page starts (after this offset).
+        since: Option<&'m str>,
+        /// Most messages in the page.
+        limit: Option<u32>,
+    },
+    /// Any other `op`.
+    Unknown(&'m str),
+}
+
+impl ClientMessage<'_> {
+    /// The request id's raw JSON, echoed in the `ack` or `error`.
+    pub fn id(&self) -> Option<&[u8]> {
+        self.id.map(|raw| raw.get().as_bytes())
+    }
+
+    /// The request this message makes.
+    pub fn request(&self) -> Request<'_> {
+        let room = self.room.as_deref();
+        let since = self.since.as_deref();
+        match self.op.as_ref() {
+            "ping" => Request::Ping,
+            "join" => Request::Join { room, since },
+            "leave" => Request::Leave { room },
+            "publish" => Request::Publish {
+                room,
+                data: self.data,
+            },
+            "send" => Request::Send {
+                user: self.user.as_deref(),
+                data: self.data,
+            },
+            "presence" => Request::Presence { room },
+            "history" => Request::History {
+                room,
+                since,
+                limit: self.limit,
+            },
+            other => Request::Unknown(other),
+        }
+    }
 }
 
 /// Accepts a `data` value only if it is JSON by `roomcast_common::json`, the check the
@@ -233,6 +315,48 @@ pub fn string_array(out: &mut Vec<u8>, items: &[String]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn messages_read_as_typed_requests() {
+        let parse = |json: &'static str| serde_json::from_str::<ClientMessage>(json).unwrap();
+        let m = parse(r#"{"op":"join","id":7,"room":"lobby","since":"ab:3"}"#);
+        assert_eq!(m.id(), Some(&b"7"[..]));
+        let Request::Join { room, since } = m.request() else {
+            panic!("{:?}", m.request());
+        };
+        assert_eq!((room, since), (Some("lobby"), Some("ab:3")));
+        let m = parse(r#"{"op":"publish","room":"r","data":{"a":1}}"#);
+        assert!(
+            matches!(m.request(), Request::Publish { room: Some("r"), data: Some(d) } if d.get() == r#"{"a":1}"#)
+        );
+        let m = parse(r#"{"op":"send","user":"bob","data":1}"#);
+        assert!(matches!(
+            m.request(),
+            Request::Send {
+                user: Some("bob"),
+                data: Some(_)
+            }
+        ));
+        let m = parse(r#"{"op":"history","room":"r","limit":5}"#);
+        let want = (Some("r"), None, Some(5));
+        assert!(
+            matches!(m.request(), Request::History { room, since, limit } if (room, since, limit) == want)
+        );
+        assert!(matches!(parse(r#"{"op":"ping"}"#).request(), Request::Ping));
+        assert!(matches!(
+            parse(r#"{"op":"leave"}"#).request(),
+            Request::Leave { room: None }
+        ));
+        assert!(matches!(
+            parse(r#"{"op":"presence","room":"r"}"#).request(),
+            Request::Presence { room: Some("r") }
+        ));
+        assert!(matches!(
+            parse(r#"{"op":"Join"}"#).request(),
+            Request::Unknown("Join")
+        ));
+        assert_eq!(parse(r#"{"op":"ping"}"#).id(), None);
+    }
 
     fn json(build: impl FnOnce(&mut Vec<u8>)) -> serde_json::Value {
         let mut out = Vec::new();

@@ -1,5 +1,6 @@
-//! The edge's client protocol decoder (`ClientMessage` in `edge/src/protocol.rs`, read
-//! with `serde_json::from_slice` exactly as the session does) on arbitrary bytes.
+//! The edge's client protocol decoder (`roomcast_edge::protocol::ClientMessage`, read
+//! with `serde_json::from_slice` exactly as the session does, then typed as a
+//! `Request`) on arbitrary bytes.
 //!
 //! Whatever is accepted must be safe to relay: `data` is JSON the inbox reader splices
 //! back unchanged, and frames echoing the `id` or carrying the `data` stay JSON.
@@ -10,11 +11,7 @@ use libfuzzer_sys::fuzz_target;
 use serde::de::IgnoredAny;
 use serde_json::value::RawValue;
 
-#[allow(dead_code)]
-#[path = "../../edge/src/protocol.rs"]
-mod protocol;
-
-use protocol::{ClientMessage, ErrorCode};
+use roomcast_edge::protocol::{self, ClientMessage, ErrorCode, Request};
 
 #[derive(serde::Deserialize)]
 struct Delivered<'a> {
@@ -26,7 +23,12 @@ fuzz_target!(|bytes: &[u8]| {
     let Ok(m) = serde_json::from_slice::<ClientMessage>(bytes) else {
         return;
     };
-    let id = m.id.map(|raw| raw.get().as_bytes());
+    let id = m.id();
+    // Every message is one request; an op that is not known is `Unknown` with that op.
+    match m.request() {
+        Request::Unknown(op) => assert_eq!(op, m.op.as_ref(), "unknown op changed"),
+        request => assert!(!matches!(request, Request::Unknown(_))),
+    }
     let mut out = Vec::new();
     protocol::error(&mut out, id, ErrorCode::BadRequest, &m.op, Some(1));
     assert!(

@@ -1,4 +1,4 @@
-//! The edge's client frame reader (`edge/src/wsread.rs`) on arbitrary byte streams.
+//! The edge's client frame reader (`roomcast_edge::ws::read`) on arbitrary byte streams.
 //!
 //! Input: `[cap][n][n chunk sizes][stream…]`. The stream is read whole, and again handed
 //! out in chunks of the given sizes; both reads must give the same frames and the same
@@ -16,11 +16,7 @@ use std::task::{Context, Poll, Waker};
 use libfuzzer_sys::fuzz_target;
 use tokio::io::{AsyncRead, ReadBuf};
 
-#[allow(dead_code)]
-#[path = "../../edge/src/wsread.rs"]
-mod wsread;
-
-use wsread::{
+use roomcast_edge::ws::read::{
     Frame, FrameReader, ReadError, OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT,
 };
 

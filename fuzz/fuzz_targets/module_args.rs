@@ -13,7 +13,7 @@ use std::sync::OnceLock;
 use libfuzzer_sys::fuzz_target;
 use roomcast_common::command::{
     self, error_line, ArgError, Command, MAX_HISTORY_COUNT, MAX_LEASE_MS, MAX_META_BYTES,
-    MAX_REASON_BYTES, MAX_THROTTLE_ARG,
+    MAX_READ_BLOCK_MS, MAX_READ_COUNT, MAX_REASON_BYTES, MAX_THROTTLE_ARG,
 };
 use roomcast_common::json;
 use roomcast_common::names::{check_id, check_name};
@@ -107,6 +107,17 @@ fn check(p: &Partitioner, command: &Command<'_>) {
             name_ok(p, &c.room);
             assert!((1..=MAX_HISTORY_COUNT).contains(&c.count));
         }
+        Command::Read(c) => {
+            assert!(c.partition < p.count());
+            id_ok(c.node);
+            assert!((1..=MAX_READ_COUNT).contains(&c.count));
+            assert!(c.block.is_none_or(|ms| (0..=MAX_READ_BLOCK_MS).contains(&ms)));
+            assert!(!c.streams.is_empty() && c.streams.len() <= p.count() as usize);
+            for (k, (part, _)) in c.streams.iter().enumerate() {
+                assert!(*part < p.count());
+                assert!(c.streams[..k].iter().all(|(seen, _)| seen != part), "named twice");
+            }
+        }
         Command::Info => {}
     }
 }
@@ -123,9 +134,10 @@ fuzz_target!(|input: &[u8]| {
     match command::parse(p, &argv) {
         Ok(parsed) => check(p, &parsed),
         Err(ArgError::Arity) => {}
-        Err(ArgError::Invalid(message)) => {
+        Err(e @ (ArgError::Invalid(_) | ArgError::Coded(..))) => {
+            let message = e.to_string();
             assert!(!message.is_empty());
-            let line = error_line("ERR", &message);
+            let line = error_line(e.code(), &message);
             assert!(line.bytes().all(|b| (0x20..0x7f).contains(&b)), "{line:?}");
         }
     }

@@ -18,16 +18,25 @@
 //!
 //! # Layout
 //!
+//! From the bottom up (each module uses only those above it in this list, and
+//! [`commands`] and [`sweep`] sit on top):
+//!
 //! - [`config`]: policies as native module configs (`roomcast.*`).
-//! - [`state`]: the partition layout fixed at load, activity counters and gauges.
-//! - [`args`]: argument checking shared by all commands.
+//! - [`state`]: the partition layout fixed at load, and activity counters.
+//! - [`args`]: error replies (`ERR`, and the module's codes: `NOLEASE`, `TOOLARGE`, …)
+//!   and the bridge from the argument parsers to them.
 //! - [`ops`]: replicated writes and low-level reads of plain Redis values.
+//! - [`gauges`]: nodes, connections and rooms counted over the dataset, and the last
+//!   count for `INFO roomcast`.
 //! - [`era`]: which primary run writes room positions; a new one starts new epochs.
-//! - [`history`]: room history: offsets, retained messages, replay for gapless joins.
 //! - [`inbox`]: the publish hot path: low-level `XADD` into node inboxes + replication.
-//! - [`membership`]: joins, leaves, connections and node removal inside a partition.
+//! - [`history`]: room history: offsets, retained messages, replay for gapless joins.
+//! - [`leases`]: whether a node holds a lease (`NOLEASE` when it must and does not).
+//! - [`connections`]: presence: a user's connections and the nodes holding them.
+//! - [`room_membership`]: joins and leaves (with their events) and a room's nodes.
+//! - [`node_removal`]: removing a node's connections and memberships in bounded slices.
 //! - [`sender`]: the publish policy (GCRA rate, strikes, bans, kicks).
-//! - [`sweep`]: the timer that removes nodes whose lease expired.
+//! - [`sweep`]: the timer that removes nodes whose lease expired and refreshes gauges.
 //! - [`commands`]: one file per group of `RC.*` commands ([`commands::read`]: `RC.READ`,
 //!   the blocking read over a node's inboxes in several partitions, for edges under
 //!   Redis Cluster).
@@ -38,11 +47,15 @@
 pub mod args;
 pub mod commands;
 pub mod config;
+pub mod connections;
 pub mod era;
+pub mod gauges;
 pub mod history;
 pub mod inbox;
-pub mod membership;
+pub mod leases;
+pub mod node_removal;
 pub mod ops;
+pub mod room_membership;
 pub mod sender;
 pub mod state;
 pub mod sweep;

@@ -2,7 +2,8 @@
 //!
 //! Writes go through `RM_Call` with the replicate flag, so each one reaches replicas
 //! and the AOF as the plain command it is (`HSET`, `SADD`, `SET … PXAT` with absolute
-//! times); reads use the low-level key API, which is faster and never replicates.
+//! times); reads use the low-level key API, which is faster and never replicates
+//! (`SISMEMBER` and `SRANDMEMBER`, which it lacks, go through `RM_Call` unreplicated).
 
 use std::os::raw::c_int;
 use std::ptr::NonNull;
@@ -91,6 +92,58 @@ pub fn smembers(ctx: &Context, name: &str) -> Result<Vec<String>, RedisError> {
         out.push(String::from_utf8_lossy(member.as_slice()).into_owned());
     });
     Ok(out)
+}
+
+/// Options of the reads that go through `RM_Call`: no replication, errors as values.
+fn read_options() -> CallOptions {
+    CallOptionsBuilder::new().errors_as_replies().build()
+}
+
+/// `SISMEMBER name member` (false for a missing key, without a call).
+pub fn sismember(ctx: &Context, name: &str, member: &str) -> Result<bool, RedisError> {
+    if count(ctx, name)? == 0 {
+        return Ok(false);
+    }
+    let reply: CallResult = ctx.call_ext(
+        "SISMEMBER",
+        &read_options(),
+        &[name.as_bytes(), member.as_bytes()],
+    );
+    match reply {
+        Ok(CallReply::I64(n)) => Ok(n.to_i64() == 1),
+        Ok(_) => Ok(false),
+        Err(e) => Err(err(format!(
+            "SISMEMBER failed: {}",
+            e.to_utf8_string().unwrap_or_default()
+        ))),
+    }
+}
+
+/// Up to `n` distinct members of a set (`SRANDMEMBER name n`: O(n)).
+pub fn srandmember(ctx: &Context, name: &str, n: usize) -> Result<Vec<Vec<u8>>, RedisError> {
+    if count(ctx, name)? == 0 {
+        return Ok(Vec::new());
+    }
+    let n = n.to_string();
+    let reply: CallResult = ctx.call_ext(
+        "SRANDMEMBER",
+        &read_options(),
+        &[name.as_bytes(), n.as_bytes()],
+    );
+    match reply {
+        Ok(CallReply::Array(items)) => Ok(items
+            .iter()
+            .filter_map(|item| match item {
+                Ok(CallReply::String(s)) => Some(s.as_bytes().to_vec()),
+                _ => None,
+            })
+            .collect()),
+        Ok(_) => Ok(Vec::new()),
+        Err(e) => Err(err(format!(
+            "SRANDMEMBER failed: {}",
+            e.to_utf8_string().unwrap_or_default()
+        ))),
+    }
 }
 
 /// Number of elements of a hash, set or stream: 0 when the key does not exist.

@@ -12,14 +12,16 @@
 //! direct-message recipient) and the limit applies per sender per partition.
 
 use redis_module::{Context, RedisError};
+use roomcast_common::codes::Code;
 use roomcast_common::entry::Kind;
 use roomcast_common::gcra::{self, ceil_millis, Quota, TatStore};
 use roomcast_common::keys::PartitionKeys;
 
-use crate::args::{coded, err};
+use crate::args::{code_error, err};
+use crate::connections;
 use crate::inbox::{self, Entry};
 use crate::state::{layout, BANNED, LIMITED};
-use crate::{config, membership, ops};
+use crate::{config, ops};
 
 /// Close reason sent with the kick that follows a ban.
 pub const BAN_REASON: &str = "banned: publishing too fast";
@@ -172,7 +174,7 @@ pub fn check(ctx: &Context, sender: &str, routing_partition: u32) -> Result<(), 
         Verdict::Allowed => Ok(()),
         Verdict::Limited(retry) => {
             LIMITED.add(1);
-            Err(coded("LIMITED", format!("retry_after_ms={retry}")))
+            Err(code_error(Code::Limited, format!("retry_after_ms={retry}")))
         }
         Verdict::Banned {
             retry_after_ms,
@@ -182,7 +184,10 @@ pub fn check(ctx: &Context, sender: &str, routing_partition: u32) -> Result<(), 
                 BANNED.add(1);
                 kick_everywhere(ctx, keys, sender, layout.cluster)?;
             }
-            Err(coded("BANNED", format!("retry_after_ms={retry_after_ms}")))
+            Err(code_error(
+                Code::Banned,
+                format!("retry_after_ms={retry_after_ms}"),
+            ))
         }
     }
 }
@@ -210,7 +215,7 @@ fn kick_everywhere(
         (keys, nodes)
     } else {
         let user_keys = layout.keys(layout.partitioner.partition_of(user.as_bytes()))?;
-        (user_keys, membership::user_nodes(ctx, user_keys, user)?.1)
+        (user_keys, connections::user_nodes(ctx, user_keys, user)?.1)
     };
     for node in nodes {
         entry.append_to(ctx, &inbox::key_for(keys, &node)?)?;

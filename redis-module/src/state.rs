@@ -2,7 +2,7 @@
 //!
 //! The layout is fixed when the module loads (`partitions` is immutable). Counters are
 //! this server's own since it started, like the `stats` section of `INFO`; gauges
-//! (nodes, connections, rooms) are computed from the dataset itself.
+//! (nodes, connections, rooms) are computed from the dataset itself ([`crate::gauges`]).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
@@ -114,21 +114,3 @@ pub static LIMITED: Counter = Counter::new();
 pub static BANNED: Counter = Counter::new();
 /// Nodes removed by the lease sweep.
 pub static SWEPT_NODES: Counter = Counter::new();
-
-/// Gauges computed from the dataset by the periodic timer, for `INFO roomcast`
-/// (an INFO callback cannot read keys).
-pub struct Gauges {
-    /// Distinct nodes holding a lease in any partition.
-    pub nodes: AtomicU64,
-    /// Connections registered with `RC.CONNECT`.
-    pub connections: AtomicU64,
-    /// Rooms with at least one member.
-    pub rooms: AtomicU64,
-}
-
-/// Last computed gauges.
-pub static GAUGES: Gauges = Gauges {
-    nodes: AtomicU64::new(0),
-    connections: AtomicU64::new(0),
-    rooms: AtomicU64::new(0),
-};

@@ -7,9 +7,10 @@
 //! [`era::TAKEOVER_GRACE_MS`] before it expires leases, which no edge could renew during
 //! the failover. A dead node's connections leave presence and rooms within about one lease
 //! period plus one tick, with no edge alive, and the remaining members' nodes get leave
-//! events. Every second it also refreshes the gauges shown by `INFO roomcast`.
+//! events. Every second it also refreshes the gauges shown by `INFO roomcast`
+//! ([`gauges::refresh`]).
 //!
-//! Removing a node is incremental (see [`membership`]'s module docs): each tick starts
+//! Removing a node is incremental (see [`node_removal`]'s module docs): each tick starts
 //! the removal of every expired node (O(1) each) and then drains pending removals for
 //! at most [`SLICE`] of main-thread time. While work is left, the next tick comes after
 //! [`SLICE_PAUSE`] instead of [`SWEEP_EVERY`], so clients are served between slices and
@@ -22,15 +23,12 @@ use std::time::{Duration, Instant};
 
 use redis_module::{Context, ContextFlags};
 
-use crate::commands::info::refresh_gauges;
-use crate::membership::{self, Budget};
+use crate::node_removal::{self, Budget, SLICE};
 use crate::state::{layout, SWEPT_NODES};
-use crate::{era, ops};
+use crate::{era, gauges, ops};
 
 /// Time between two lease checks.
 pub const SWEEP_EVERY: Duration = Duration::from_millis(100);
-/// Main-thread time one removal slice may use (a timer tick, or an `RC.NODE.DOWN`).
-pub const SLICE: Duration = Duration::from_micros(500);
 /// Delay of the next slice while removals are pending. Redis fires module timers with a
 /// 1 ms resolution (a shorter period still waits 1 ms), so this is the shortest pause.
 pub const SLICE_PAUSE: Duration = Duration::from_millis(1);
@@ -75,7 +73,7 @@ fn tick(ctx: &Context, mut schedule: Schedule) {
     }
     let now = Instant::now();
     if now >= schedule.next_gauges {
-        refresh_gauges(ctx);
+        gauges::refresh(ctx);
         schedule.next_gauges = later(now, GAUGES_EVERY);
     }
     ctx.create_timer(next_tick(pending), tick, schedule);
@@ -103,7 +101,7 @@ fn expire(ctx: &Context) {
             if !expired {
                 continue;
             }
-            match membership::start_removal(ctx, keys, &node) {
+            match node_removal::start_removal(ctx, keys, &node) {
                 Ok(_) => SWEPT_NODES.add(1),
                 Err(e) => ctx.log_warning(&format!(
                     "roomcast: sweeping node {node} in {} failed: {e}",
@@ -118,7 +116,7 @@ fn expire(ctx: &Context) {
 fn drain_pending(ctx: &Context, budget: &Budget) -> bool {
     let Ok(layout) = layout() else { return false };
     for keys in &layout.keys {
-        let nodes = match membership::draining_nodes(ctx, keys) {
+        let nodes = match node_removal::draining_nodes(ctx, keys) {
             Ok(nodes) => nodes,
             Err(e) => {
                 ctx.log_warning(&format!(
@@ -132,7 +130,7 @@ fn drain_pending(ctx: &Context, budget: &Budget) -> bool {
             if budget.spent() {
                 return true;
             }
-            match membership::drain(ctx, keys, &node, budget) {
+            match node_removal::drain(ctx, keys, &node, budget) {
                 Ok(true) => {}
                 Ok(false) => return true,
                 // Retried at the normal pace; the other nodes go on.

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use redis::{Connection, Value};
 
-use crate::{free_port, info_value, module_path};
+use crate::{free_port, info_value, module_path, wait};
 
 /// Cluster tests of one process run one at a time.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -43,6 +43,14 @@ pub struct SlotRange {
     pub master: u16,
     /// Ports of its replicas, sorted.
     pub replicas: Vec<u16>,
+}
+
+/// Port of the master serving `slot` in the slot map `map`.
+pub fn master_of(map: &[SlotRange], slot: u16) -> u16 {
+    map.iter()
+        .find(|r| (r.start..=r.end).contains(&slot))
+        .map(|r| r.master)
+        .unwrap_or_else(|| panic!("no master serves slot {slot}"))
 }
 
 /// One `redis-server` process of the cluster.
@@ -363,17 +371,12 @@ impl Cluster {
         timeout: Duration,
         mut check: impl FnMut(&Cluster) -> Result<(), String>,
     ) -> Result<(), String> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let why = match check(self) {
-                Ok(()) => return Ok(()),
-                Err(why) => why,
-            };
-            if Instant::now() >= deadline {
-                return Err(why);
-            }
-            sleep(Duration::from_millis(50));
-        }
+        wait::poll(
+            timeout,
+            Duration::from_millis(50),
+            || check(self),
+            Result::is_ok,
+        )
     }
 
     /// The slot map every live node agrees on, once every one of them says
@@ -491,11 +494,7 @@ impl Cluster {
 
     /// Port of the master serving `slot`.
     pub fn owner_of_slot(&self, slot: u16) -> u16 {
-        self.slots()
-            .iter()
-            .find(|r| (r.start..=r.end).contains(&slot))
-            .map(|r| r.master)
-            .unwrap_or_else(|| panic!("no master serves slot {slot}"))
+        master_of(&self.slots(), slot)
     }
 
     /// `CLUSTER KEYSLOT key`, asked of a live node.

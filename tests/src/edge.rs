@@ -16,6 +16,11 @@ use crate::Redis;
 
 /// The HS256 secret every test edge is started with.
 pub const SECRET: &str = "roomcast-test-secret";
+/// The lease of a test edge ([`base_args`]): short, so that sweeps come fast.
+pub const LEASE_MS: u64 = 1000;
+/// Flags of an edge whose clients connect anonymously and are never slowed down by the
+/// edge's own per-connection rate limit (the failover tests publish steadily).
+pub const ANONYMOUS_UNLIMITED: &[&str] = &["--allow-anonymous", "--conn-rate", "100000"];
 
 /// The edge binary under test.
 pub fn edge_binary() -> PathBuf {
@@ -57,8 +62,17 @@ impl Edge {
 
     /// Like [`Edge::start`] but without `--allow-anonymous`: clients need a token.
     pub fn start_token_only(redis: &Redis, node: &str, extra: &[&str]) -> Edge {
-        let url = format!("redis://127.0.0.1:{}/", redis.port);
-        let mut args = base_args(&url, node);
+        Self::start_on(&redis.url(), node, LEASE_MS, extra)
+    }
+
+    /// Starts an edge on the Redis at `url` (a server, a cluster node, or
+    /// `redis+sentinel://…`) with the harness's flags ([`base_args`]), a `lease_ms`
+    /// lease instead of their [`LEASE_MS`], then `extra` flags (later flags win).
+    pub fn start_on(url: &str, node: &str, lease_ms: u64, extra: &[&str]) -> Edge {
+        let mut args = base_args(url, node);
+        if let Some(i) = args.iter().position(|a| a == "--lease-ms") {
+            args[i + 1] = lease_ms.to_string();
+        }
         args.extend(extra.iter().map(|s| s.to_string()));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         Self::spawn(&args, node)
@@ -81,20 +95,10 @@ impl Edge {
             .stderr(Stdio::piped())
             .spawn()
             .expect("run roomcast-edge");
-        let log = Arc::new(Mutex::new(String::new()));
-        if let Some(stderr) = child.stderr.take() {
-            let log = log.clone();
-            std::thread::spawn(move || {
-                let mut reader = BufReader::new(stderr);
-                let mut line = String::new();
-                while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
-                    if let Ok(mut log) = log.lock() {
-                        log.push_str(&line);
-                    }
-                    line.clear();
-                }
-            });
-        }
+        let log = match child.stderr.take() {
+            Some(stderr) => collect_lines(stderr),
+            None => Arc::new(Mutex::new(String::new())),
+        };
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -207,9 +211,28 @@ impl Drop for Edge {
     }
 }
 
-/// The flags every test edge runs with: Redis `url`, a free port, one worker, a 1 s
-/// lease, the test secret and node id `node`.
+/// Collects what a process writes to `stream` (its stderr: the structured log), line by
+/// line on a thread of its own, into the returned text.
+pub fn collect_lines(stream: impl Read + Send + 'static) -> Arc<Mutex<String>> {
+    let log = Arc::new(Mutex::new(String::new()));
+    let collected = log.clone();
+    std::thread::spawn(move || {
+        let mut reader = BufReader::new(stream);
+        let mut line = String::new();
+        while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
+            if let Ok(mut log) = collected.lock() {
+                log.push_str(&line);
+            }
+            line.clear();
+        }
+    });
+    log
+}
+
+/// The flags every test edge runs with: Redis `url`, a free port, one worker, a
+/// [`LEASE_MS`] lease, the test secret and node id `node`.
 pub fn base_args(url: &str, node: &str) -> Vec<String> {
+    let lease_ms = LEASE_MS.to_string();
     [
         "--redis",
         url,
@@ -218,7 +241,7 @@ pub fn base_args(url: &str, node: &str) -> Vec<String> {
         "--workers",
         "1",
         "--lease-ms",
-        "1000",
+        &lease_ms,
         "--jwt-secret",
         SECRET,
         "--node-id",
@@ -237,10 +260,69 @@ pub fn metric_value(body: &str, name: &str) -> Option<f64> {
     })
 }
 
+/// A text message padded to exactly `len` bytes: `{"op":"ping","id":ID,"pad":"xx…"}`.
+pub fn padded_ping(id: u64, len: usize) -> Vec<u8> {
+    let head = format!(r#"{{"op":"ping","id":{id},"pad":""#);
+    let tail = r#""}"#;
+    let text = format!("{head}{}{tail}", "x".repeat(len - head.len() - tail.len()));
+    assert_eq!(text.len(), len);
+    text.into_bytes()
+}
+
+/// Reads `message` frames until `count` arrived, at most `within`: the `data.seq` of
+/// each, in arrival order (other frames are skipped), or what went wrong after how many.
+pub fn read_seqs(client: &mut WsClient, count: u64, within: Duration) -> Result<Vec<u64>, String> {
+    let deadline = Instant::now() + within;
+    let mut seqs = Vec::with_capacity(count as usize);
+    while (seqs.len() as u64) < count {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match client.recv_json(left) {
+            Ok(v) if v["op"] == "message" => {
+                seqs.push(v["data"]["seq"].as_u64().ok_or(format!("no seq: {v}"))?)
+            }
+            Ok(_) => {}
+            Err(e) => return Err(format!("after {} messages: {e}", seqs.len())),
+        }
+    }
+    Ok(seqs)
+}
+
 /// Joins `room` and asserts the ack.
 pub fn join(client: &mut WsClient, room: &str, id: u64) {
     let reply = request(client, serde_json::json!({"op":"join","room":room}), id);
     assert_eq!(reply["op"], "ack", "join {room}: {reply}");
+}
+
+/// Joins `room` (with `since` when given) and reads up to the join's answer: the
+/// replayed messages and the ack (live messages after the ack are left for the caller),
+/// or the error the join was answered with, or why nothing came for 5 s.
+pub fn join_since(
+    client: &mut WsClient,
+    room: &str,
+    since: Option<&str>,
+    id: u64,
+) -> Result<(Vec<serde_json::Value>, serde_json::Value), String> {
+    let mut msg = serde_json::json!({"op":"join","room":room,"id":id});
+    if let Some(since) = since {
+        msg["since"] = serde_json::json!(since);
+    }
+    client
+        .send_json(&msg)
+        .map_err(|e| format!("send join {room}: {e}"))?;
+    let mut replay = Vec::new();
+    loop {
+        let m = client
+            .recv_json(Duration::from_secs(5))
+            .map_err(|e| format!("join {room}: {e}"))?;
+        match m["op"].as_str() {
+            Some("message") => replay.push(m),
+            Some("ack") if m["id"] == serde_json::json!(id) => return Ok((replay, m)),
+            Some("error") if m["id"] == serde_json::json!(id) => {
+                return Err(format!("join {room}: {m}"))
+            }
+            _ => {}
+        }
+    }
 }
 
 /// A signed client token for `sub`, valid `ttl_s` seconds, optionally limited to rooms.

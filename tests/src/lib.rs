@@ -9,25 +9,37 @@
 //!
 //! - [`Redis`]: one server process (optionally a replica, with AOF, …) and helpers to
 //!   talk to it.
-//! - [`module_path`]: where the module under test is.
+//! - [`module_path()`]: where the module under test is; [`redis_url`] and [`run`]: a
+//!   loopback server's URL, and one command given as words on any connection.
 //! - [`reply`]: small helpers to read replies and errors.
 //! - [`ws`]: a blocking WebSocket test client (and plain HTTP GET) for the edge.
 //! - [`sentinel`]: Redis Sentinel processes for failover tests.
 //! - [`cluster`]: a Redis Cluster (masters and replicas) with the module on every node.
 //! - [`proxy`]: a TCP proxy that can silently stop forwarding a connection.
+//! - [`edge`]: real `roomcast-edge` processes.
+//! - [`roomcast`]: roomcast-specific helpers (keys, inboxes, `RC.INFO`).
+//! - [`offsets`]: history offsets and the gap checker of the failover tests.
+//! - [`traffic`]: steady subscribers and a steady publisher, for the failover tests.
+//! - [`wait`]: bounded polling until a condition holds.
+//! - [`procs`]: this test's child processes, through `/proc`.
+//! - [`serial`]: one test at a time, for the tests that load the machine.
 
 pub mod cluster;
 pub mod edge;
 pub mod offsets;
+pub mod procs;
 pub mod proxy;
 pub mod reply;
 pub mod roomcast;
 pub mod sentinel;
+pub mod traffic;
+pub mod wait;
 pub mod ws;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, MutexGuard};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
@@ -57,6 +69,31 @@ pub fn info_value(info: &str, name: &str) -> String {
         .unwrap_or_default()
         .trim()
         .to_string()
+}
+
+/// Runs the calling test alone among the tests of its file (one test binary, one
+/// process): for tests that load both cores, run several servers or measure times.
+/// Hold the guard for the whole test; a test that failed holding it does not stop the
+/// others.
+pub fn serial() -> MutexGuard<'static, ()> {
+    static SERIAL: Mutex<()> = Mutex::new(());
+    SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// `redis://127.0.0.1:<port>/`: a loopback server's URL.
+pub fn redis_url(port: u16) -> String {
+    format!("redis://127.0.0.1:{port}/")
+}
+
+/// Runs one command, given as its words, on `conn` (`PING` when `args` is empty).
+pub fn run(conn: &mut Connection, args: &[&str]) -> redis::RedisResult<Value> {
+    let mut cmd = redis::cmd(args.first().copied().unwrap_or("PING"));
+    for a in args.iter().skip(1) {
+        cmd.arg(*a);
+    }
+    cmd.query(conn)
 }
 
 /// A free TCP port on 127.0.0.1 (bound then released; callers retry on a race).
@@ -247,8 +284,12 @@ impl Redis {
     }
 
     fn try_conn(&self) -> redis::RedisResult<Connection> {
-        redis::Client::open(format!("redis://127.0.0.1:{}/", self.port))?
-            .get_connection_with_timeout(Duration::from_secs(5))
+        redis::Client::open(self.url())?.get_connection_with_timeout(Duration::from_secs(5))
+    }
+
+    /// The server's URL (`redis://127.0.0.1:<port>/`).
+    pub fn url(&self) -> String {
+        redis_url(self.port)
     }
 
     /// A new connection to the server.
@@ -350,11 +391,7 @@ impl Redis {
 
     /// Runs one command and returns the raw reply (errors as `Err`).
     pub fn cmd(&self, conn: &mut Connection, args: &[&str]) -> redis::RedisResult<Value> {
-        let mut cmd = redis::cmd(args.first().copied().unwrap_or("PING"));
-        for a in args.iter().skip(1) {
-            cmd.arg(*a);
-        }
-        cmd.query(conn)
+        run(conn, args)
     }
 }
 

@@ -1,6 +1,6 @@
 //! Helpers to read Redis replies in assertions.
 
-use redis::{RedisError, Value};
+use redis::{RedisError, RedisResult, Value};
 
 /// `code detail` of an error reply (`"LIMITED retry_after_ms=12"`).
 pub fn error_text(err: &RedisError) -> String {
@@ -8,6 +8,22 @@ pub fn error_text(err: &RedisError) -> String {
         (Some(code), Some(detail)) => format!("{code} {detail}"),
         (Some(code), None) => code.to_string(),
         _ => err.to_string(),
+    }
+}
+
+/// The error text of a command (`args`, for the failure message) that must fail with an
+/// error containing `needle`.
+pub fn expect_error(result: RedisResult<Value>, args: &[&str], needle: &str) -> String {
+    match result {
+        Ok(v) => panic!("{args:?} should fail with {needle:?}, got {v:?}"),
+        Err(e) => {
+            let text = error_text(&e);
+            assert!(
+                text.contains(needle),
+                "{args:?}: expected an error containing {needle:?}, got {text:?}"
+            );
+            text
+        }
     }
 }
 

@@ -1,4 +1,6 @@
-//! roomcast-specific helpers: key names, inbox contents, state snapshots.
+//! roomcast-specific helpers: key names, inbox contents, state snapshots, `RC.INFO`.
+
+use std::collections::{BTreeMap, BTreeSet};
 
 use redis::{Connection, Value};
 use roomcast_common::keys::PartitionKeys;
@@ -132,4 +134,71 @@ pub fn members(redis: &crate::Redis, room: &str) -> Vec<String> {
         .arg(room)
         .query(&mut redis.conn())
         .expect("RC.MEMBERS")
+}
+
+/// An `RC.INFO` reply (`[name, value, …]`) by field name.
+pub fn rc_info(reply: &Value) -> BTreeMap<String, Value> {
+    array(reply)
+        .chunks(2)
+        .filter_map(|pair| match pair {
+            [name, value] => Some((text(name), value.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The integer fields of an `RC.INFO` reply (gauges and counters) by name.
+pub fn rc_info_ints(reply: &Value) -> BTreeMap<String, i64> {
+    rc_info(reply)
+        .into_iter()
+        .filter_map(|(name, value)| match value {
+            Value::Int(n) => Some((name, n)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The integer fields of `RC.INFO` (gauges and counters) asked on `conn` now.
+pub fn rc_info_now(conn: &mut Connection) -> BTreeMap<String, i64> {
+    let reply: Value = redis::cmd("RC.INFO").query(conn).expect("RC.INFO");
+    rc_info_ints(&reply)
+}
+
+/// One integer field of `RC.INFO` asked on `conn` now (`connections`, `published`, …).
+pub fn rc_info_field(conn: &mut Connection, name: &str) -> i64 {
+    let info = rc_info_now(conn);
+    *info
+        .get(name)
+        .unwrap_or_else(|| panic!("RC.INFO has no {name}: {info:?}"))
+}
+
+/// Every command the module registers (`COMMAND LIST FILTERBY MODULE roomcast`, lower
+/// case).
+pub fn module_commands(conn: &mut Connection) -> Vec<String> {
+    redis::cmd("COMMAND")
+        .arg("LIST")
+        .arg("FILTERBY")
+        .arg("MODULE")
+        .arg("roomcast")
+        .query(conn)
+        .expect("COMMAND LIST")
+}
+
+/// The module's write commands: those [`module_commands`] that `COMMAND INFO` flags
+/// `write`. Checks first that all of the module's commands (15 or more) are there.
+pub fn write_commands(conn: &mut Connection) -> BTreeSet<String> {
+    let names = module_commands(conn);
+    assert!(names.len() >= 15, "{names:?}");
+    names
+        .into_iter()
+        .filter(|name| {
+            let info: Value = redis::cmd("COMMAND")
+                .arg("INFO")
+                .arg(name)
+                .query(conn)
+                .expect("COMMAND INFO");
+            let flags = &array(&array(&info)[0])[2];
+            array(flags).iter().any(|f| text(f) == "write")
+        })
+        .collect()
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use redis::Value;
 
-use crate::free_port;
+use crate::{free_port, wait};
 
 /// A group of sentinels monitoring one primary.
 pub struct Sentinels {
@@ -120,22 +120,25 @@ impl Sentinels {
 
     /// Waits until every sentinel names a primary other than `old_port`; returns it.
     pub fn wait_for_new_primary(&self, old_port: u16, timeout: Duration) -> u16 {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let answers: Vec<Option<u16>> =
-                self.ports.iter().map(|&p| self.primary_of(p)).collect();
-            if let Some(Some(new)) = answers.first() {
-                if *new != old_port && answers.iter().all(|a| *a == Some(*new)) {
-                    return *new;
-                }
+        // The primary every sentinel names, when they agree on one other than the old.
+        let agreed = |answers: &[Option<u16>]| match answers.first() {
+            Some(Some(new)) if *new != old_port && answers.iter().all(|a| *a == Some(*new)) => {
+                Some(*new)
             }
-            assert!(
-                Instant::now() < deadline,
+            _ => None,
+        };
+        let answers = wait::poll(
+            timeout,
+            Duration::from_millis(50),
+            || -> Vec<Option<u16>> { self.ports.iter().map(|&p| self.primary_of(p)).collect() },
+            |answers| agreed(answers).is_some(),
+        );
+        agreed(&answers).unwrap_or_else(|| {
+            panic!(
                 "no failover within {timeout:?}: {answers:?}\n{}",
                 self.logs()
-            );
-            sleep(Duration::from_millis(50));
-        }
+            )
+        })
     }
 
     /// Every sentinel's log (for failure messages).

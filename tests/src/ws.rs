@@ -31,6 +31,8 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use sha1::{Digest, Sha1};
 
+use crate::wait;
+
 /// Opcode of a continuation frame.
 pub const OP_CONTINUATION: u8 = 0x0;
 /// Opcode of a text frame.
@@ -394,14 +396,9 @@ fn handshake(
 
 /// Polls `GET path` until it answers 200; false if it has not within `timeout`.
 pub fn await_ok(addr: SocketAddr, path: &str, timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if let Ok((200, _)) = http_get(addr, path) {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    false
+    wait::until(timeout, Duration::from_millis(20), || {
+        matches!(http_get(addr, path), Ok((200, _)))
+    })
 }
 
 /// A plain `GET path` (HTTP/1.1, `Connection: close`): the status and the body (lossily

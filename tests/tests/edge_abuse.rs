@@ -21,60 +21,27 @@ use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use roomcast_tests::edge::{join, request, Edge};
-use roomcast_tests::reply::{array, int, text};
-use roomcast_tests::roomcast::members;
+use roomcast_tests::edge::{join, padded_ping, read_seqs, request, Edge};
+use roomcast_tests::procs::edge_pid;
+use roomcast_tests::roomcast::{members, rc_info_field};
 use roomcast_tests::ws::{self, Connect, Message, WsClient, OP_CONTINUATION, OP_TEXT};
-use roomcast_tests::Redis;
+use roomcast_tests::{serial, wait, Redis};
 use serde_json::{json, Value};
 
 const T: Duration = Duration::from_secs(5);
 /// The default whole-message cap (`--max-message-bytes`).
 const CAP: usize = 65_536;
 
-static SERIAL: Mutex<()> = Mutex::new(());
-
-/// Runs the calling test alone (see the module docs).
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
+/// Pace of every wait for a condition.
+const POLL: Duration = Duration::from_millis(20);
 
 // ---------------------------------------------------------------------------------------
 // Process and module probes
 // ---------------------------------------------------------------------------------------
-
-/// The parent pid of `pid` (from `/proc/PID/stat`, after the parenthesized name).
-fn parent_of(pid: u32) -> Option<u32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let (_, after_name) = stat.rsplit_once(')')?;
-    after_name.split_whitespace().nth(1)?.parse().ok()
-}
-
-/// The pid of the edge this test process started with `--node-id node`.
-fn edge_pid(node: &str) -> u32 {
-    let me = std::process::id();
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        if parent_of(pid) != Some(me) {
-            continue;
-        }
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        let words: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-        if words
-            .windows(2)
-            .any(|w| w[0] == b"--node-id" && w[1] == node.as_bytes())
-        {
-            return pid;
-        }
-    }
-    panic!("no edge process with --node-id {node}");
-}
 
 /// Open file descriptors of `pid`.
 fn fd_count(pid: u32) -> usize {
@@ -103,37 +70,6 @@ fn alive(pid: u32) -> bool {
             after.split_whitespace().next().map(|st| st != "Z")
         })
         .unwrap_or(false)
-}
-
-/// One integer field of `RC.INFO` (`connections`, `published`, …).
-fn info_field(redis: &Redis, name: &str) -> i64 {
-    let mut conn = redis.conn();
-    let info = redis.cmd(&mut conn, &["RC.INFO"]).expect("RC.INFO");
-    let items = array(&info);
-    let at = items
-        .iter()
-        .position(|v| {
-            matches!(
-                v,
-                redis::Value::SimpleString(_) | redis::Value::BulkString(_)
-            ) && text(v) == name
-        })
-        .unwrap_or_else(|| panic!("RC.INFO has no {name}: {info:?}"));
-    int(&items[at + 1])
-}
-
-/// Polls `probe` until it is true; false if `timeout` passes first.
-fn wait_until(timeout: Duration, mut probe: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if probe() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// Asserts the edge logged no panic.
@@ -230,15 +166,6 @@ fn closed_by_peer(stream: &mut TcpStream) -> bool {
     }
 }
 
-/// A text message padded to exactly `len` bytes: `{"op":"ping","id":ID,"pad":"xx…"}`.
-fn padded_ping(id: u64, len: usize) -> Vec<u8> {
-    let head = format!(r#"{{"op":"ping","id":{id},"pad":""#);
-    let tail = r#""}"#;
-    let text = format!("{head}{}{tail}", "x".repeat(len - head.len() - tail.len()));
-    assert_eq!(text.len(), len);
-    text.into_bytes()
-}
-
 /// A publish to `room` padded to exactly `len` bytes.
 fn padded_publish(room: &str, len: usize) -> Vec<u8> {
     let head = format!(r#"{{"op":"publish","room":"{room}","data":""#);
@@ -327,7 +254,7 @@ fn row2_unmasked_frames_are_closed_1002_and_never_routed() {
             .unwrap_or_else(|e| panic!("join of p{i}: {e}"));
         assert_eq!(ack["op"], "ack", "p{i}: {ack}");
     }
-    let published_before = info_field(&redis, "published");
+    let published_before = rc_info_field(&mut redis.conn(), "published");
 
     let started = Instant::now();
     for (i, client) in clients.iter_mut().enumerate() {
@@ -348,11 +275,12 @@ fn row2_unmasked_frames_are_closed_1002_and_never_routed() {
     let elapsed = started.elapsed();
     drop(clients);
     assert!(
-        wait_until(T, || info_field(&redis, "connections") == 1),
+        wait::until(T, POLL, || rc_info_field(&mut redis.conn(), "connections")
+            == 1),
         "the closed publishers are still present"
     );
     let ops = drain_ops(&mut listener, Duration::from_millis(300));
-    let published_after = info_field(&redis, "published");
+    let published_after = rc_info_field(&mut redis.conn(), "published");
     let closed_1002 = codes.get(&Some(1002)).copied().unwrap_or(0);
     let messages = ops.get("message").copied().unwrap_or(0);
     println!(
@@ -402,7 +330,7 @@ fn row3_oversized_frame_is_closed_1009_without_routing_or_memory_growth() {
         join(&mut client, "r3", 1);
         offenders.push(client);
     }
-    let published_before = info_field(&redis, "published");
+    let published_before = rc_info_field(&mut redis.conn(), "published");
     let big = padded_publish("r3", CAP + 1);
     let started = Instant::now();
     for client in offenders.iter_mut() {
@@ -417,13 +345,14 @@ fn row3_oversized_frame_is_closed_1009_without_routing_or_memory_growth() {
     let elapsed = started.elapsed();
     drop(offenders);
     assert!(
-        wait_until(T, || info_field(&redis, "connections") == 2),
+        wait::until(T, POLL, || rc_info_field(&mut redis.conn(), "connections")
+            == 2),
         "offenders still present"
     );
     thread::sleep(Duration::from_millis(200));
     let rss_after = rss_kib(pid);
     let ops = drain_ops(&mut listener, Duration::from_millis(300));
-    let published_after = info_field(&redis, "published");
+    let published_after = rc_info_field(&mut redis.conn(), "published");
     let closed_1009 = codes.get(&Some(1009)).copied().unwrap_or(0);
     let growth = rss_after.saturating_sub(rss_before);
     let per_offender = growth as f64 / OFFENDERS as f64;
@@ -791,7 +720,7 @@ fn row6_slowloris_and_idle_sockets_are_closed_at_the_header_timeout() {
     drop(watched);
     let mut fds_after = fd_count(pid);
     let tolerance = (base_fds / 100).max(1);
-    wait_until(T, || {
+    wait::until(T, POLL, || {
         fds_after = fd_count(pid);
         fds_after.abs_diff(base_fds) <= tolerance
     });
@@ -867,7 +796,7 @@ fn row7_connection_flood_is_capped_at_max_conns() {
     let gauge_open = edge.metric("roomcast_edge_connections_open");
     let gauge_max = edge.metric("roomcast_edge_connections_max");
     let refused_total = edge.metric("roomcast_edge_connections_refused_total");
-    let present = info_field(&redis, "connections");
+    let present = rc_info_field(&mut redis.conn(), "connections");
 
     // Room again: close 100, then a newcomer gets in within 1 s.
     open.truncate(MAX - 100);
@@ -1000,9 +929,9 @@ fn row7_per_user_connection_cap_closes_the_extra_one_with_1008() {
     let (code, reason) = fourth.expect_close(T).expect("the 4th is closed");
     let (mut bob, _) = edge.connect("bob");
     assert_eq!(request(&mut bob, json!({"op":"ping"}), 1)["op"], "pong");
-    let present = info_field(&redis, "connections");
+    let present = rc_info_field(&mut redis.conn(), "connections");
     ann.truncate(2);
-    let reopened = wait_until(T, || {
+    let reopened = wait::until(T, POLL, || {
         let mut c = edge.try_connect("/ws?user=ann", &[]).unwrap_open();
         matches!(c.recv_json(T), Ok(v) if v["op"] == "welcome")
     });
@@ -1093,7 +1022,7 @@ fn row8_unauthenticated_sockets_are_never_upgraded_and_time_out() {
     let opened = edge.metric("roomcast_edge_connections_opened_total");
     let slots = edge.metric("roomcast_edge_connections_open");
     let auth_failures = edge.metric("roomcast_edge_auth_failures_total");
-    let present = info_field(&redis, "connections");
+    let present = rc_info_field(&mut redis.conn(), "connections");
     println!(
         "row 8: {N} upgrade requests without a token: statuses {statuses:?}; upgraded \
          {slots}, registered {opened}, RC.INFO connections {present}, auth failures \
@@ -1181,8 +1110,8 @@ fn row9_dead_peers_are_reaped_within_ping_plus_timeout() {
     }
     let ramp = started.elapsed();
     assert!(
-        wait_until(Duration::from_secs(10), || info_field(
-            &redis,
+        wait::until(Duration::from_secs(10), POLL, || rc_info_field(
+            &mut redis.conn(),
             "connections"
         ) == 0),
         "dead peers still present 10 s later"
@@ -1293,20 +1222,8 @@ fn row10_a_slow_consumer_that_never_reads_is_disconnected_and_others_get_everyth
     for i in 0..HEALTHY {
         let (mut client, _) = edge.connect(&format!("healthy{i}"));
         join(&mut client, "firehose", 1);
-        readers.push(thread::spawn(move || -> Result<Vec<u64>, String> {
-            let deadline = Instant::now() + Duration::from_secs(60);
-            let mut seqs = Vec::with_capacity(COUNT as usize);
-            while (seqs.len() as u64) < COUNT {
-                let left = deadline.saturating_duration_since(Instant::now());
-                match client.recv_json(left) {
-                    Ok(v) if v["op"] == "message" => {
-                        seqs.push(v["data"]["seq"].as_u64().ok_or(format!("no seq: {v}"))?)
-                    }
-                    Ok(_) => {}
-                    Err(e) => return Err(format!("after {} messages: {e}", seqs.len())),
-                }
-            }
-            Ok(seqs)
+        readers.push(thread::spawn(move || {
+            read_seqs(&mut client, COUNT, Duration::from_secs(60))
         }));
     }
 
@@ -1379,7 +1296,7 @@ fn row10_a_slow_consumer_that_never_reads_is_disconnected_and_others_get_everyth
             .filter(|(i, s)| **s != *i as u64)
             .count();
     }
-    wait_until(Duration::from_secs(5), || {
+    wait::until(Duration::from_secs(5), POLL, || {
         !members(&redis, "firehose").contains(&offender_conn)
     });
     thread::sleep(Duration::from_millis(100));
@@ -1452,7 +1369,7 @@ fn row11_origin_matrix_upgrades_only_the_exact_allowed_origin() {
     }
     let opened = edge.metric("roomcast_edge_connections_opened_total");
     let slots = edge.metric("roomcast_edge_connections_open");
-    let present = info_field(&redis, "connections");
+    let present = rc_info_field(&mut redis.conn(), "connections");
     println!(
         "row 11: https://app.example.com -> 101; refused: {results:?}; upgrades {slots} \
          (the allowed one), registered {opened}, RC.INFO connections {present}"

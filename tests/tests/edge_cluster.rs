@@ -8,7 +8,7 @@
 //! SIGKILLed under traffic: its replica is promoted, the edges follow, presence stays
 //! intact and no subscriber has an undetected gap (U = 0).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -17,9 +17,11 @@ use std::time::{Duration, Instant};
 use redis::Value;
 use roomcast_common::partition::Partitioner;
 use roomcast_tests::cluster::Cluster;
-use roomcast_tests::edge::{base_args, join, request, Edge};
-use roomcast_tests::offsets::{gaps, parts};
+use roomcast_tests::edge::{join, request, Edge, ANONYMOUS_UNLIMITED};
+use roomcast_tests::offsets::gaps;
+use roomcast_tests::redis_url;
 use roomcast_tests::reply::strings;
+use roomcast_tests::traffic::{publish_steadily, subscribe, Pace, Seen};
 use roomcast_tests::ws::WsClient;
 use serde_json::json;
 
@@ -28,18 +30,6 @@ const MODULE: &[&str] = &["history-len", "100000"];
 
 fn layout() -> Partitioner {
     Partitioner::new(16).expect("layout")
-}
-
-/// An edge given the cluster node on `port`, with a `lease_ms` lease and anonymous
-/// clients.
-fn start_edge(port: u16, node: &str, lease_ms: u64) -> Edge {
-    let mut args = base_args(&format!("redis://127.0.0.1:{port}/"), node);
-    if let Some(i) = args.iter().position(|a| a == "--lease-ms") {
-        args[i + 1] = lease_ms.to_string();
-    }
-    args.extend(["--allow-anonymous", "--conn-rate", "100000"].map(String::from));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    Edge::spawn(&args, node)
 }
 
 /// One name per master: `prefix0`, `prefix1`, … picked so that their partitions live on
@@ -92,8 +82,8 @@ fn edges_on_a_cluster_run_the_core_scenarios_across_all_shards() {
     let cluster = Cluster::start(3, 0, MODULE);
     let ports = cluster.masters();
     // Each edge knows a different node; the cluster tells them the rest.
-    let a = start_edge(ports[0], "ca", 1000);
-    let b = start_edge(ports[2], "cb", 1000);
+    let a = Edge::start_on(&redis_url(ports[0]), "ca", 1000, ANONYMOUS_UNLIMITED);
+    let b = Edge::start_on(&redis_url(ports[2]), "cb", 1000, ANONYMOUS_UNLIMITED);
     assert!(a.banner.contains("redis cluster via"), "{}", a.banner);
 
     // One blocking reader per shard per worker: every master has one RC.READ client
@@ -197,7 +187,7 @@ fn edges_on_a_cluster_run_the_core_scenarios_across_all_shards() {
     }
 
     // A third user on a third edge; a backend kicks it (RC.KICK on its partition's shard).
-    let c = start_edge(ports[1], "cc", 1000);
+    let c = Edge::start_on(&redis_url(ports[1]), "cc", 1000, ANONYMOUS_UNLIMITED);
     let carl_name = &users[2];
     let (mut carl, _) = c.connect(carl_name);
     join(&mut carl, &rooms[2], 70);
@@ -231,7 +221,7 @@ fn edges_on_a_cluster_run_the_core_scenarios_across_all_shards() {
     assert!(b.wait_exit(T).is_some_and(|s| s.success()));
 
     // A crashed edge: each shard's sweep removes its user within about a lease.
-    let d = start_edge(ports[1], "cd", 1000);
+    let d = Edge::start_on(&redis_url(ports[1]), "cd", 1000, ANONYMOUS_UNLIMITED);
     let (mut dan, _) = d.connect("dan");
     for (i, room) in rooms.iter().enumerate() {
         join(&mut dan, room, 80 + i as u64);
@@ -253,93 +243,13 @@ fn edges_on_a_cluster_run_the_core_scenarios_across_all_shards() {
     }
 }
 
-/// What one subscriber saw, per room: (epoch, seq, when received).
-#[derive(Default, Debug)]
-struct Seen {
-    messages: BTreeMap<String, Vec<(String, u64, Instant)>>,
-    left: Vec<String>,
-}
-
-/// Reads until `stop`; hands the connection back still open (no `left` events while
-/// the others are still reading).
-fn subscribe(mut client: WsClient, stop: Arc<AtomicBool>) -> thread::JoinHandle<(Seen, WsClient)> {
-    thread::spawn(move || {
-        let mut seen = Seen::default();
-        while !stop.load(Ordering::Relaxed) {
-            let Ok(msg) = client.recv_json(Duration::from_millis(100)) else {
-                continue;
-            };
-            match msg["op"].as_str() {
-                Some("message") => {
-                    if let Some((epoch, seq)) = msg["offset"].as_str().and_then(parts) {
-                        let room = msg["room"].as_str().unwrap_or_default().to_string();
-                        seen.messages
-                            .entry(room)
-                            .or_default()
-                            .push((epoch, seq, Instant::now()));
-                    }
-                }
-                Some("left") => seen.left.push(msg.to_string()),
-                _ => {}
-            }
-        }
-        (seen, client)
-    })
-}
-
-/// Acknowledged publishes per room: (room, epoch, seq, when), and refusals by code.
-#[derive(Default, Debug)]
-struct Published {
-    acked: Vec<(String, String, u64, Instant)>,
-    refused: HashMap<String, usize>,
-}
-
-/// Publishes to the rooms in turn, one every `every`, waiting for each answer.
-fn publish_steadily(
-    mut client: WsClient,
-    rooms: Vec<String>,
-    every: Duration,
-    stop: Arc<AtomicBool>,
-) -> thread::JoinHandle<(Published, WsClient)> {
-    thread::spawn(move || {
-        let mut out = Published::default();
-        let mut id = 1000u64;
-        let mut next = Instant::now();
-        while !stop.load(Ordering::Relaxed) {
-            id += 1;
-            let room = &rooms[id as usize % rooms.len()];
-            let msg = json!({"op":"publish","room":room,"data":{"n":id},"id":id});
-            client
-                .send_json(&msg)
-                .expect("the publisher's connection broke");
-            match client.recv_json_where(Duration::from_secs(15), |m| m["id"] == json!(id)) {
-                Ok(reply) if reply["op"] == "ack" => {
-                    if let Some((epoch, seq)) = reply["offset"].as_str().and_then(parts) {
-                        out.acked.push((room.clone(), epoch, seq, Instant::now()));
-                    }
-                }
-                Ok(reply) => {
-                    let code = reply["code"].as_str().unwrap_or("?").to_string();
-                    *out.refused.entry(code).or_default() += 1;
-                }
-                Err(e) => panic!("publish {id} got no answer in 15 s: {e}"),
-            }
-            next += every;
-            if let Some(wait) = next.checked_duration_since(Instant::now()) {
-                thread::sleep(wait);
-            }
-        }
-        (out, client)
-    })
-}
-
 #[test]
 fn a_master_killed_under_traffic_is_followed_with_presence_intact_and_no_undetected_gap() {
     let mut cluster = Cluster::start(3, 1, MODULE);
     let masters = cluster.masters();
     let edges = [
-        start_edge(masters[0], "ka", 3000),
-        start_edge(masters[1], "kb", 3000),
+        Edge::start_on(&redis_url(masters[0]), "ka", 3000, ANONYMOUS_UNLIMITED),
+        Edge::start_on(&redis_url(masters[1]), "kb", 3000, ANONYMOUS_UNLIMITED),
     ];
     let rooms = one_per_master(&cluster, "feed");
     let victim = masters[0];
@@ -363,12 +273,12 @@ fn a_master_killed_under_traffic_is_followed_with_presence_intact_and_no_undetec
     }
     users.insert("pub".to_string());
     let stop_publishing = Arc::new(AtomicBool::new(false));
-    let publisher = publish_steadily(
-        publisher,
-        rooms.clone(),
-        Duration::from_millis(5),
-        stop_publishing.clone(),
-    );
+    let pace = Pace {
+        every: Duration::from_millis(5),
+        answer_within: Duration::from_secs(15),
+        first_id: 1000,
+    };
+    let publisher = publish_steadily(publisher, rooms.clone(), pace, stop_publishing.clone());
     thread::sleep(Duration::from_secs(2));
 
     let killed_at = Instant::now();
@@ -558,8 +468,8 @@ fn move_slot(cluster: &Cluster, slot: u16, from: u16, to: u16) {
 fn a_partition_moved_to_another_shard_keeps_its_members_and_its_traffic() {
     let cluster = Cluster::start(3, 0, MODULE);
     let masters = cluster.masters();
-    let a = start_edge(masters[0], "ra", 1000);
-    let b = start_edge(masters[1], "rb", 1000);
+    let a = Edge::start_on(&redis_url(masters[0]), "ra", 1000, ANONYMOUS_UNLIMITED);
+    let b = Edge::start_on(&redis_url(masters[1]), "rb", 1000, ANONYMOUS_UNLIMITED);
     let rooms = one_per_master(&cluster, "moving");
     let room = &rooms[0];
     let (mut ann, _) = a.connect("ann");

@@ -16,43 +16,29 @@
 //!
 //! Each test prints its figures (`row N: …`, visible with `--nocapture`).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use roomcast_tests::edge::{base_args, join, Edge};
-use roomcast_tests::offsets::{self, parts};
+use roomcast_tests::edge::{join, Edge, ANONYMOUS_UNLIMITED};
+use roomcast_tests::offsets;
 use roomcast_tests::proxy::Proxy;
 use roomcast_tests::sentinel::Sentinels;
+use roomcast_tests::traffic::{publish_steadily, subscribe, Pace, Seen};
+use roomcast_tests::wait;
 use roomcast_tests::ws::WsClient;
 use roomcast_tests::Redis;
-use serde_json::json;
 
 const ROOM: &str = "feed";
 const MODULE: &[&str] = &["history-len", "100000"];
 /// Sentinel's `down-after-milliseconds`.
 const DOWN_AFTER_MS: u64 = 1000;
 
-/// The tests take turns: each runs several servers and measures times.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// An edge on `url` with a 3 s lease and no local publish limit in the way.
-fn start_edge(url: &str, node: &str) -> Edge {
-    let mut args = base_args(url, node);
-    if let Some(i) = args.iter().position(|a| a == "--lease-ms") {
-        args[i + 1] = "3000".to_string();
-    }
-    args.extend(["--allow-anonymous", "--conn-rate", "100000"].map(String::from));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    Edge::spawn(&args, node)
-}
+/// The lease of the failover tests' edges: long enough to ride out a failover.
+const LEASE_MS: u64 = 3000;
 
 /// An anonymous client of `edge` as `user`, joined to the room.
 fn member(edge: &Edge, user: &str) -> WsClient {
@@ -62,108 +48,35 @@ fn member(edge: &Edge, user: &str) -> WsClient {
     client
 }
 
-/// What one subscriber saw.
-#[derive(Default, Debug)]
-struct Seen {
-    /// Every room message: (epoch, seq, when received).
-    messages: Vec<(String, u64, Instant)>,
-    /// `left` events received.
-    left: Vec<String>,
-}
-
-/// A subscriber reading on its own thread until `stop`; hands its connection back
-/// still open, so that subscribers ending one after the other send no `left` events to
-/// those still reading.
-fn subscribe(mut client: WsClient, stop: Arc<AtomicBool>) -> thread::JoinHandle<(Seen, WsClient)> {
-    thread::spawn(move || {
-        let mut seen = Seen::default();
-        while !stop.load(Ordering::Relaxed) {
-            let Ok(msg) = client.recv_json(Duration::from_millis(100)) else {
-                continue;
-            };
-            match msg["op"].as_str() {
-                Some("message") => {
-                    if let Some((epoch, seq)) = msg["offset"].as_str().and_then(parts) {
-                        seen.messages.push((epoch, seq, Instant::now()));
-                    }
-                }
-                Some("left") => seen.left.push(msg["user"].to_string()),
-                _ => {}
-            }
-        }
-        (seen, client)
-    })
-}
-
 /// The checker's verdict on one subscriber (see `offsets::gaps`).
 fn gaps(seen: &Seen) -> (usize, usize) {
-    offsets::gaps(&seen.messages)
+    offsets::gaps(seen.room(ROOM))
 }
 
-/// What the publisher got back.
-#[derive(Default, Debug)]
-struct Published {
-    /// Acknowledged offsets, with when they were acknowledged.
-    acked: Vec<(String, u64, Instant)>,
-    /// Publishes answered with an error (not acknowledged), by code.
-    refused: HashMap<String, usize>,
-}
-
-/// Publishes one message every `every` until `stop`, waiting for each answer; hands the
-/// connection back (still open, so its close is no `left` event during the run).
-fn publish_steadily(
-    mut client: WsClient,
-    every: Duration,
-    stop: Arc<AtomicBool>,
-) -> thread::JoinHandle<(Published, WsClient)> {
-    thread::spawn(move || {
-        let mut out = Published::default();
-        let mut id = 100u64;
-        let mut next = Instant::now();
-        while !stop.load(Ordering::Relaxed) {
-            id += 1;
-            let msg = json!({"op":"publish","room":ROOM,"data":{"n":id},"id":id});
-            if client.send_json(&msg).is_err() {
-                panic!("the publisher's connection broke");
-            }
-            match client.recv_json_where(Duration::from_secs(10), |m| m["id"] == json!(id)) {
-                Ok(reply) if reply["op"] == "ack" => {
-                    if let Some((epoch, seq)) = reply["offset"].as_str().and_then(parts) {
-                        out.acked.push((epoch, seq, Instant::now()));
-                    }
-                }
-                Ok(reply) => {
-                    let code = reply["code"].as_str().unwrap_or("?").to_string();
-                    *out.refused.entry(code).or_default() += 1;
-                }
-                Err(e) => panic!("publish {id} got no answer in 10 s: {e}"),
-            }
-            next += every;
-            if let Some(wait) = next.checked_duration_since(Instant::now()) {
-                thread::sleep(wait);
-            }
-        }
-        (out, client)
-    })
-}
+/// The publisher's pace: a publish every 4 ms, each answered within 10 s.
+const PACE: Pace = Pace {
+    every: Duration::from_millis(4),
+    answer_within: Duration::from_secs(10),
+    first_id: 100,
+};
 
 /// Waits until every sentinel lists `count` replicas of the primary (they learn them
 /// from its INFO), so a failover has a candidate.
 fn wait_for_replicas(sentinels: &Sentinels, count: usize) {
     let deadline = Instant::now() + Duration::from_secs(30);
+    let enough = |reply: &redis::RedisResult<redis::Value>| matches!(reply, Ok(redis::Value::Array(r)) if r.len() >= count);
     for &port in &sentinels.ports {
-        loop {
-            let reply = sentinels.ask(port, &["SENTINEL", "REPLICAS", &sentinels.master]);
-            if matches!(&reply, Ok(redis::Value::Array(r)) if r.len() >= count) {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "sentinel {port} never saw {count} replicas: {reply:?}\n{}",
-                sentinels.logs()
-            );
-            thread::sleep(Duration::from_millis(100));
-        }
+        let reply = wait::poll(
+            deadline.saturating_duration_since(Instant::now()),
+            Duration::from_millis(100),
+            || sentinels.ask(port, &["SENTINEL", "REPLICAS", &sentinels.master]),
+            enough,
+        );
+        assert!(
+            enough(&reply),
+            "sentinel {port} never saw {count} replicas: {reply:?}\n{}",
+            sentinels.logs()
+        );
     }
 }
 
@@ -172,7 +85,7 @@ fn wait_for_replicas(sentinels: &Sentinels, count: usize) {
 fn resumed_after(seen: &[Seen], from: Instant, old: &str) -> Option<Duration> {
     seen.iter()
         .map(|s| {
-            s.messages
+            s.room(ROOM)
                 .iter()
                 .find(|(e, _, at)| *at >= from && e != old)
                 .map(|(_, _, at)| at.duration_since(from))
@@ -198,13 +111,16 @@ fn epoch_after(
 
 #[test]
 fn row21_23a_sentinel_failovers_under_traffic_leave_no_undetected_gap() {
-    let _turn = serial();
+    let _turn = roomcast_tests::serial();
     let mut first = Redis::start(MODULE);
     let mut second = Redis::replica_of(&first, MODULE);
     let sentinels = Sentinels::start(3, "roomcast", first.port, DOWN_AFTER_MS);
     wait_for_replicas(&sentinels, 1);
     let url = sentinels.url();
-    let edges = [start_edge(&url, "fa"), start_edge(&url, "fb")];
+    let edges = [
+        Edge::start_on(&url, "fa", LEASE_MS, ANONYMOUS_UNLIMITED),
+        Edge::start_on(&url, "fb", LEASE_MS, ANONYMOUS_UNLIMITED),
+    ];
 
     let stop = Arc::new(AtomicBool::new(false));
     let mut readers = Vec::new();
@@ -218,7 +134,8 @@ fn row21_23a_sentinel_failovers_under_traffic_leave_no_undetected_gap() {
     let stop_publishing = Arc::new(AtomicBool::new(false));
     let publisher = publish_steadily(
         member(&edges[0], "pub"),
-        Duration::from_millis(4),
+        vec![ROOM.to_string()],
+        PACE,
         stop_publishing.clone(),
     );
     thread::sleep(Duration::from_secs(2));
@@ -252,6 +169,7 @@ fn row21_23a_sentinel_failovers_under_traffic_leave_no_undetected_gap() {
     thread::sleep(Duration::from_secs(6));
     stop_publishing.store(true, Ordering::Relaxed);
     let (published, _publisher_conn) = publisher.join().expect("publisher");
+    let acked = published.acked_in(ROOM);
     // The last messages still reach the subscribers; everyone is still present.
     thread::sleep(Duration::from_millis(500));
     let present: BTreeSet<String> = roomcast_tests::roomcast::presence(&first, ROOM)
@@ -265,16 +183,11 @@ fn row21_23a_sentinel_failovers_under_traffic_leave_no_undetected_gap() {
 
     let logs = || format!("{}\n----\n{}", edges[0].log(), edges[1].log());
     // The epochs: one per primary run.
-    let epoch0 = published
-        .acked
-        .first()
-        .expect("acks before the failovers")
-        .0
-        .clone();
-    let epoch1 = epoch_after(&published.acked, switched_at, &[&epoch0])
+    let epoch0 = acked.first().expect("acks before the failovers").0.clone();
+    let epoch1 = epoch_after(&acked, switched_at, &[&epoch0])
         .unwrap_or_else(|| panic!("no new epoch after phase 1\n{}", logs()));
     // Each new primary starts a new epoch for the room.
-    epoch_after(&published.acked, failed_over_at, &[&epoch0, &epoch1])
+    epoch_after(&acked, failed_over_at, &[&epoch0, &epoch1])
         .unwrap_or_else(|| panic!("no new epoch after phase 2\n{}", logs()));
 
     // U = 0: within an epoch every subscriber has every seq, in order.
@@ -288,10 +201,9 @@ fn row21_23a_sentinel_failovers_under_traffic_leave_no_undetected_gap() {
     // L: acknowledged messages no subscriber ever received.
     let received: BTreeSet<(String, u64)> = seen
         .iter()
-        .flat_map(|s| s.messages.iter().map(|(e, q, _)| (e.clone(), *q)))
+        .flat_map(|s| s.room(ROOM).iter().map(|(e, q, _)| (e.clone(), *q)))
         .collect();
-    let lost: Vec<&(String, u64, Instant)> = published
-        .acked
+    let lost: Vec<&(String, u64, Instant)> = acked
         .iter()
         .filter(|(e, q, _)| !received.contains(&(e.clone(), *q)))
         .collect();
@@ -310,7 +222,7 @@ fn row21_23a_sentinel_failovers_under_traffic_leave_no_undetected_gap() {
          switched {:.1} s after SENTINEL FAILOVER, delivery resumed {:.2} s after the switch; \
          SIGKILL: sentinels switched {:.1} s after the kill (down-after {DOWN_AFTER_MS} ms), \
          delivery resumed {:.2} s after the kill; {lookups} primary lookups",
-        published.acked.len(),
+        acked.len(),
         published.refused,
         lost.len(),
         seen.len(),
@@ -356,11 +268,16 @@ fn row21_23a_sentinel_failovers_under_traffic_leave_no_undetected_gap() {
 
 #[test]
 fn row23b_a_silently_starved_reader_is_restarted_by_its_probe_and_loses_nothing() {
-    let _turn = serial();
+    let _turn = roomcast_tests::serial();
     let redis = Redis::start(MODULE);
     let upstream: SocketAddr = format!("127.0.0.1:{}", redis.port).parse().expect("addr");
     let proxy = Proxy::start(upstream, b"XREAD");
-    let edge = start_edge(&format!("redis://{}/", proxy.addr), "fz");
+    let edge = Edge::start_on(
+        &format!("redis://{}/", proxy.addr),
+        "fz",
+        LEASE_MS,
+        ANONYMOUS_UNLIMITED,
+    );
     let stop = Arc::new(AtomicBool::new(false));
     let reader = subscribe(member(&edge, "sub"), stop.clone());
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -394,11 +311,11 @@ fn row23b_a_silently_starved_reader_is_restarted_by_its_probe_and_loses_nothing(
     stop.store(true, Ordering::Relaxed);
     let (seen, _open) = reader.join().expect("subscriber");
     let resumed = seen
-        .messages
+        .room(ROOM)
         .iter()
         .find(|(_, seq, at)| *at > frozen_at && *seq > 5)
         .map(|(_, _, at)| at.duration_since(frozen_at));
-    let seqs: Vec<u64> = seen.messages.iter().map(|(_, s, _)| *s).collect();
+    let seqs: Vec<u64> = seen.room(ROOM).iter().map(|(_, s, _)| *s).collect();
     let restarts = edge.metric("roomcast_edge_reader_restarts_total");
     println!(
         "row 23b: reader blackholed; delivery resumed {:.2} s later after {restarts} reader \
@@ -428,7 +345,7 @@ fn row23b_a_silently_starved_reader_is_restarted_by_its_probe_and_loses_nothing(
 /// forwarding; when the replica's link times out, it reconnects and writes resume.
 #[test]
 fn row22_a_primary_cut_off_from_its_replica_stops_acknowledging_after_the_max_lag() {
-    let _turn = serial();
+    let _turn = roomcast_tests::serial();
     const MAX_LAG_S: u64 = 2;
     let lag = MAX_LAG_S.to_string();
     let primary = Redis::start_with(
@@ -460,13 +377,14 @@ fn row22_a_primary_cut_off_from_its_replica_stops_acknowledging_after_the_max_la
         thread::sleep(Duration::from_millis(50));
     }
     let sentinels = Sentinels::start(3, "roomcast", primary.port, DOWN_AFTER_MS);
-    let edge = start_edge(&sentinels.url(), "fp");
+    let edge = Edge::start_on(&sentinels.url(), "fp", LEASE_MS, ANONYMOUS_UNLIMITED);
     let stop = Arc::new(AtomicBool::new(false));
     let reader = subscribe(member(&edge, "sub"), stop.clone());
     let stop_publishing = Arc::new(AtomicBool::new(false));
     let publisher = publish_steadily(
         member(&edge, "pub"),
-        Duration::from_millis(4),
+        vec![ROOM.to_string()],
+        PACE,
         stop_publishing.clone(),
     );
     thread::sleep(Duration::from_secs(2));
@@ -475,14 +393,14 @@ fn row22_a_primary_cut_off_from_its_replica_stops_acknowledging_after_the_max_la
     thread::sleep(Duration::from_secs(12));
     stop_publishing.store(true, Ordering::Relaxed);
     let (published, _conn) = publisher.join().expect("publisher");
+    let acked = published.acked_in(ROOM);
     thread::sleep(Duration::from_millis(500));
     stop.store(true, Ordering::Relaxed);
     let (seen, _open) = reader.join().expect("subscriber");
 
     // The acknowledgements after the cut: those before the primary started refusing are
     // the ones a failover at that point would lose.
-    let acked_after: Vec<Instant> = published
-        .acked
+    let acked_after: Vec<Instant> = acked
         .iter()
         .map(|(_, _, at)| *at)
         .filter(|at| *at > cut_at)
@@ -518,9 +436,9 @@ fn row22_a_primary_cut_off_from_its_replica_stops_acknowledging_after_the_max_la
     assert!(published.refused.get("unavailable").is_some_and(|n| *n > 0));
     assert!(resumed.is_some(), "writes resumed after the link healed");
     assert_eq!(gaps(&seen).0, 0);
-    let received: BTreeSet<u64> = seen.messages.iter().map(|(_, q, _)| *q).collect();
+    let received: BTreeSet<u64> = seen.room(ROOM).iter().map(|(_, q, _)| *q).collect();
     assert!(
-        published.acked.iter().all(|(_, q, _)| received.contains(q)),
+        acked.iter().all(|(_, q, _)| received.contains(q)),
         "without a failover every acknowledged message is delivered"
     );
 }

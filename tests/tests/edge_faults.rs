@@ -4,31 +4,21 @@
 //! Every test runs its own redis-server (with the module) and its own edge processes
 //! on loopback, with a 1 s lease, and bounds every wait.
 
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use roomcast_tests::edge::{base_args, edge_binary, join, Edge};
+use roomcast_tests::edge::{base_args, collect_lines, edge_binary, join, Edge};
 use roomcast_tests::roomcast::{members, presence};
+use roomcast_tests::wait;
 use roomcast_tests::ws::WsClient;
-use roomcast_tests::{free_port, Redis};
+use roomcast_tests::{free_port, redis_url, Redis};
 use serde_json::{json, Value};
 
 const T: Duration = Duration::from_secs(5);
 
-/// Polls `probe` until it returns `want` or `timeout` passes; returns the last value.
-fn wait_for<V: PartialEq>(timeout: Duration, want: &V, mut probe: impl FnMut() -> V) -> V {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let got = probe();
-        if &got == want || Instant::now() >= deadline {
-            return got;
-        }
-        sleep(Duration::from_millis(25));
-    }
-}
+/// Pace of every wait for a condition.
+const POLL: Duration = Duration::from_millis(25);
 
 /// The connection id from a welcome message.
 fn conn_id(welcome: &Value) -> String {
@@ -78,9 +68,12 @@ fn sigkill_of_an_edge_is_swept_within_a_lease() {
     );
 
     assert_eq!(
-        wait_for(Duration::from_secs(1), &vec!["ann".to_string()], || {
-            presence(&redis, "lobby")
-        }),
+        wait::until_eq(
+            Duration::from_secs(1),
+            POLL,
+            &vec!["ann".to_string()],
+            || { presence(&redis, "lobby") }
+        ),
         ["ann"]
     );
     assert_eq!(members(&redis, "lobby"), [conn_id(&ann_welcome)]);
@@ -199,7 +192,9 @@ fn redis_restart_without_data_is_repaired_by_the_edges() {
     eprintln!("first publish after the restart: {early}");
 
     // The edges register their connections and memberships again on their own.
-    let got = wait_for(Duration::from_secs(5), &want, || members(&redis, "lobby"));
+    let got = wait::until_eq(Duration::from_secs(5), POLL, &want, || {
+        members(&redis, "lobby")
+    });
     assert_eq!(
         got,
         want,
@@ -258,7 +253,7 @@ impl Drop for Reap {
 #[test]
 fn unreachable_redis_at_start_keeps_the_edge_running_and_logging() {
     let port = free_port();
-    let url = format!("redis://127.0.0.1:{port}/");
+    let url = redis_url(port);
     let mut child = Command::new(edge_binary())
         .args(base_args(&url, "lonely"))
         .arg("--allow-anonymous")
@@ -271,20 +266,7 @@ fn unreachable_redis_at_start_keeps_the_edge_running_and_logging() {
         .expect("run roomcast-edge");
     let stderr = child.stderr.take().expect("stderr");
     let mut child = Reap(child);
-    let log = Arc::new(Mutex::new(String::new()));
-    std::thread::spawn({
-        let log = log.clone();
-        move || {
-            let mut reader = BufReader::new(stderr);
-            let mut line = String::new();
-            while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
-                if let Ok(mut log) = log.lock() {
-                    log.push_str(&line);
-                }
-                line.clear();
-            }
-        }
-    });
+    let log = collect_lines(stderr);
     let log = move || log.lock().map(|l| l.clone()).unwrap_or_default();
 
     let started = Instant::now();

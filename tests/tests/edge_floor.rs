@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use roomcast_tests::edge::{edge_binary, join, metric_value, request, Edge};
+use roomcast_tests::procs::{our_children_with, parent_of};
 use roomcast_tests::ws::{self, Message, WsClient};
 use serde_json::{json, Value};
 
@@ -33,33 +34,6 @@ fn next_text(client: &mut WsClient, timeout: Duration) -> String {
             other => panic!("expected a text message, got {other:?}"),
         }
     }
-}
-
-/// Pids of this test process's children whose command line has every one of `args`.
-fn our_children_with(args: &[&str]) -> Vec<u32> {
-    let me = std::process::id();
-    let mut pids = Vec::new();
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        if parent_of(pid) != Some(me) {
-            continue;
-        }
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        let words: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-        if args.iter().all(|a| words.contains(&a.as_bytes())) {
-            pids.push(pid);
-        }
-    }
-    pids
-}
-
-/// The parent pid of `pid` (from `/proc/PID/stat`, after the parenthesized name).
-fn parent_of(pid: u32) -> Option<u32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let (_, after_name) = stat.rsplit_once(')')?;
-    after_name.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Every process whose parent is `pid`.

@@ -8,7 +8,7 @@
 use std::io;
 use std::time::{Duration, Instant};
 
-use roomcast_tests::edge::{request, Edge};
+use roomcast_tests::edge::{padded_ping, read_seqs, request, Edge};
 use roomcast_tests::roomcast::presence;
 use roomcast_tests::ws::{self, Message, WsClient, OP_CONTINUATION, OP_PING, OP_TEXT};
 use roomcast_tests::Redis;
@@ -29,16 +29,6 @@ fn assert_closed_with(client: &mut WsClient, code: u16, what: &str) -> String {
     let (got, reason) = close_of(client, what);
     assert_eq!(got, Some(code), "{what}: close reason {reason:?}");
     reason
-}
-
-/// The `(text, ping)` pieces of a JSON `ping` op of exactly `len` bytes with `id`.
-fn padded_ping(id: u64, len: usize) -> Vec<u8> {
-    let head = format!(r#"{{"op":"ping","id":{id},"pad":""#);
-    let tail = r#""}"#;
-    let pad = len - head.len() - tail.len();
-    let text = format!("{head}{}{tail}", "x".repeat(pad));
-    assert_eq!(text.len(), len);
-    text.into_bytes()
 }
 
 #[test]
@@ -332,21 +322,8 @@ fn slow_consumer_is_closed_and_healthy_listener_gets_everything_in_order() {
     }
 
     // The healthy listener reads everything on its own thread.
-    let reader = std::thread::spawn(move || -> Result<Vec<u64>, String> {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let mut seqs = Vec::with_capacity(COUNT as usize);
-        while (seqs.len() as u64) < COUNT {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match healthy.recv_json(left) {
-                Ok(v) if v["op"] == "message" => {
-                    seqs.push(v["data"]["seq"].as_u64().ok_or(format!("no seq: {v}"))?)
-                }
-                Ok(_) => {}
-                Err(e) => return Err(format!("after {} messages: {e}", seqs.len())),
-            }
-        }
-        Ok(seqs)
-    });
+    let reader =
+        std::thread::spawn(move || read_seqs(&mut healthy, COUNT, Duration::from_secs(60)));
 
     // Published at a rate the healthy listener (a test thread) keeps up with — about
     // 3,000 messages (12 MB) per second — so only the listener that never reads falls

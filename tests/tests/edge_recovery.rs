@@ -8,7 +8,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use roomcast_tests::edge::{request, Edge};
+use roomcast_tests::edge::{join_since, request, Edge};
+use roomcast_tests::offsets::parts;
 use roomcast_tests::ws::WsClient;
 use roomcast_tests::Redis;
 use serde_json::{json, Value};
@@ -33,30 +34,14 @@ struct Got {
 /// What one client saw, in arrival order.
 type Seen = Vec<Got>;
 
+/// `(epoch, seq)` of a frame's offset.
 fn offset_parts(offset: &Value) -> (String, u64) {
-    let text = offset.as_str().expect("offset string");
-    let (epoch, seq) = text.split_once(':').expect("epoch:seq");
-    (epoch.to_string(), seq.parse().expect("seq"))
+    parts(offset.as_str().expect("offset string")).expect("epoch:seq")
 }
 
-/// Joins `room` (with `since` when given); returns the replayed messages, the ack and
-/// nothing else (live messages after the ack are left for the caller).
+/// Joins `room` (with `since` when given); returns the replayed messages and the ack.
 fn join(client: &mut WsClient, room: &str, since: Option<&str>, id: u64) -> (Vec<Value>, Value) {
-    let mut msg = json!({"op":"join","room":room,"id":id});
-    if let Some(since) = since {
-        msg["since"] = json!(since);
-    }
-    client.send_json(&msg).expect("send join");
-    let mut replay = Vec::new();
-    loop {
-        let m = client.recv_json(T).expect("join reply");
-        match m["op"].as_str() {
-            Some("message") => replay.push(m),
-            Some("ack") if m["id"] == json!(id) => return (replay, m),
-            Some("error") => panic!("join failed: {m}"),
-            _ => {}
-        }
-    }
+    join_since(client, room, since, id).unwrap_or_else(|e| panic!("join failed: {e}"))
 }
 
 #[test]

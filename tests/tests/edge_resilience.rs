@@ -15,7 +15,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -23,39 +23,15 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine as _;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use roomcast_tests::edge::{base_args, edge_binary, join, request, token, Edge, SECRET};
+use roomcast_tests::edge::{edge_binary, join, join_since, request, token, Edge, SECRET};
+use roomcast_tests::offsets::parts;
 use roomcast_tests::reply::{array, counts, int, text};
-use roomcast_tests::roomcast::{inbox_key, layout};
+use roomcast_tests::roomcast::{inbox_key, layout, rc_info_ints, rc_info_now};
 use roomcast_tests::ws::{self, Connect, Message, WsClient, OP_CLOSE, OP_CONTINUATION, OP_TEXT};
 use roomcast_tests::Redis;
 use serde_json::{json, Value};
 
 const T: Duration = Duration::from_secs(5);
-
-/// One test at a time: several of them load both cores and measure times.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// Starts an edge with the harness's flags, `lease_ms` instead of its 1 s lease,
-/// anonymous users allowed or not, and `extra` flags.
-fn start_edge(redis: &Redis, node: &str, anonymous: bool, lease_ms: u64, extra: &[&str]) -> Edge {
-    let url = format!("redis://127.0.0.1:{}/", redis.port);
-    let mut args = base_args(&url, node);
-    if let Some(i) = args.iter().position(|a| a == "--lease-ms") {
-        args[i + 1] = lease_ms.to_string();
-    }
-    if anonymous {
-        args.push("--allow-anonymous".to_string());
-    }
-    args.extend(extra.iter().map(|s| s.to_string()));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    Edge::spawn(&args, node)
-}
 
 /// Unix time in seconds, with fractions.
 fn unix_now() -> f64 {
@@ -115,57 +91,6 @@ fn connect_anon(src: Ipv4Addr, addr: SocketAddr, user: &str) -> Result<WsClient,
         return Err(format!("{user}: expected a welcome, got {welcome}"));
     }
     Ok(client)
-}
-
-/// `(epoch, seq)` of an offset.
-fn offset_parts(offset: &Value) -> Option<(String, u64)> {
-    let (epoch, seq) = offset.as_str()?.split_once(':')?;
-    Some((epoch.to_string(), seq.parse().ok()?))
-}
-
-/// Joins `room` (with `since` when given): the replayed messages and the ack.
-fn join_since(
-    client: &mut WsClient,
-    room: &str,
-    since: Option<&str>,
-    id: u64,
-) -> Result<(Vec<Value>, Value), String> {
-    let mut msg = json!({"op":"join","room":room,"id":id});
-    if let Some(since) = since {
-        msg["since"] = json!(since);
-    }
-    client
-        .send_json(&msg)
-        .map_err(|e| format!("send join {room}: {e}"))?;
-    let mut replay = Vec::new();
-    loop {
-        let m = client
-            .recv_json(T)
-            .map_err(|e| format!("join {room}: {e}"))?;
-        match m["op"].as_str() {
-            Some("message") => replay.push(m),
-            Some("ack") if m["id"] == json!(id) => return Ok((replay, m)),
-            Some("error") if m["id"] == json!(id) => return Err(format!("join {room}: {m}")),
-            _ => {}
-        }
-    }
-}
-
-/// The integer fields of an `RC.INFO` reply.
-fn rc_info(reply: &redis::Value) -> HashMap<String, i64> {
-    array(reply)
-        .chunks(2)
-        .filter_map(|pair| match pair {
-            [name, redis::Value::Int(n)] => Some((text(name), *n)),
-            _ => None,
-        })
-        .collect()
-}
-
-/// `RC.INFO` now.
-fn rc_info_now(conn: &mut redis::Connection) -> HashMap<String, i64> {
-    let reply: redis::Value = redis::cmd("RC.INFO").query(conn).expect("RC.INFO");
-    rc_info(&reply)
 }
 
 /// Removes ANSI colour sequences (the edge's log is coloured).
@@ -295,11 +220,11 @@ impl Member {
 /// edges: none of them may upgrade, and no refusal echoes the token.
 #[test]
 fn row12_absent_forged_and_expired_tokens_never_upgrade() {
-    let _g = serial();
+    let _g = roomcast_tests::serial();
     let redis = Redis::start(&[]);
     let edges = [
-        start_edge(&redis, "ta", false, 1000, &[]),
-        start_edge(&redis, "tb", false, 1000, &[]),
+        Edge::start_token_only(&redis, "ta", &[]),
+        Edge::start_token_only(&redis, "tb", &[]),
     ];
     let good = token("ann", 600, Some(&["team-*"]));
     let parts: Vec<&str> = good.split('.').collect();
@@ -401,10 +326,10 @@ fn row12_absent_forged_and_expired_tokens_never_upgrade() {
 fn row12_an_expiring_token_is_closed_1008_and_gets_nothing_published_after_expiry() {
     const TTL: i64 = 3;
     const GRACE_S: f64 = 0.5;
-    let _g = serial();
+    let _g = roomcast_tests::serial();
     let redis = Redis::start(&[]);
-    let a = start_edge(&redis, "xa", false, 1000, &["--conn-rate", "0"]);
-    let b = start_edge(&redis, "xb", false, 1000, &["--conn-rate", "0"]);
+    let a = Edge::start_token_only(&redis, "xa", &["--conn-rate", "0"]);
+    let b = Edge::start_token_only(&redis, "xb", &["--conn-rate", "0"]);
     let issued = unix_now();
     let short = token("eve", TTL, None);
     let exp = claims_of(&short)["exp"].as_f64().expect("exp");
@@ -501,11 +426,11 @@ fn row12_an_expiring_token_is_closed_1008_and_gets_nothing_published_after_expir
 #[test]
 fn row12_logout_kick_closes_every_connection_of_the_user_on_two_edges_within_1s() {
     const CONNS: usize = 8;
-    let _g = serial();
+    let _g = roomcast_tests::serial();
     let redis = Redis::start(&[]);
     let edges = [
-        start_edge(&redis, "oa", false, 1000, &[]),
-        start_edge(&redis, "ob", false, 1000, &[]),
+        Edge::start_token_only(&redis, "oa", &[]),
+        Edge::start_token_only(&redis, "ob", &[]),
     ];
     let kim = token("kim", 600, None);
     let mut kims = Vec::new();
@@ -714,7 +639,7 @@ fn snapshot(conn: &mut redis::Connection, room: &str, inboxes: &mut [InboxTally]
         .find_map(|l| l.strip_prefix("rdb_changes_since_last_save:"))
         .and_then(|v| v.trim().parse().ok())
         .expect("rdb_changes_since_last_save");
-    let mut counters: Vec<(String, i64)> = rc_info(&replies[1]).into_iter().collect();
+    let mut counters: Vec<(String, i64)> = rc_info_ints(&replies[1]).into_iter().collect();
     counters.sort();
     let is_probe = |entry: &redis::Value| {
         let fields = array(&array(entry)[1]);
@@ -747,13 +672,13 @@ fn snapshot(conn: &mut redis::Connection, room: &str, inboxes: &mut [InboxTally]
 fn row13_per_message_authorization_matches_the_oracle_and_denials_leave_no_trace() {
     const TRIPLES: u64 = 10_000;
     const ACTIONS: [&str; 5] = ["join", "publish", "presence", "history", "leave"];
-    let _g = serial();
+    let _g = roomcast_tests::serial();
     let redis = Redis::start(&["history-len", "10"]);
     // Leases long enough that no renewal writes to Redis while the triples run (even in
     // a debug build on a loaded box, where they take minutes).
     let edges = [
-        start_edge(&redis, "za", false, 3_600_000, &["--conn-rate", "0"]),
-        start_edge(&redis, "zb", false, 3_600_000, &["--conn-rate", "0"]),
+        Edge::start_on(&redis.url(), "za", 3_600_000, &["--conn-rate", "0"]),
+        Edge::start_on(&redis.url(), "zb", 3_600_000, &["--conn-rate", "0"]),
     ];
     let mut inboxes: Vec<InboxTally> = edges
         .iter()
@@ -974,7 +899,7 @@ fn row14_a_flood_from_three_edges_is_limited_cluster_wide_then_banned() {
     const FLOOD: Duration = Duration::from_secs(5);
     const RATE: f64 = 10.0;
     const BURST: f64 = 20.0;
-    let _g = serial();
+    let _g = roomcast_tests::serial();
     let redis = Redis::start(&[
         "publish-rate",
         "10",
@@ -985,7 +910,7 @@ fn row14_a_flood_from_three_edges_is_limited_cluster_wide_then_banned() {
     ]);
     let edges: Vec<Edge> = ["fa", "fb", "fc"]
         .iter()
-        .map(|node| start_edge(&redis, node, true, 1000, &["--conn-rate", "0"]))
+        .map(|node| Edge::start(&redis, node, &["--conn-rate", "0"]))
         .collect();
     let (mut watcher, _) = edges[0].connect("watcher");
     join(&mut watcher, "flood", 1);
@@ -1155,7 +1080,9 @@ struct Resumer {
 
 impl Resumer {
     fn record(&mut self, m: &Value) -> Result<(), String> {
-        let (epoch, seq) = offset_parts(&m["offset"])
+        let (epoch, seq) = m["offset"]
+            .as_str()
+            .and_then(parts)
             .ok_or_else(|| format!("{}: a message without an offset: {m}", self.user))?;
         if epoch == self.epoch {
             self.seqs.push(seq);
@@ -1199,7 +1126,9 @@ fn resume_clients(
         let user = format!("k{idx}");
         let mut ws = connect_anon(src, a, &user)?;
         let (_, ack) = join_since(&mut ws, &room, None, 1)?;
-        let (epoch, first) = offset_parts(&ack["offset"])
+        let (epoch, first) = ack["offset"]
+            .as_str()
+            .and_then(parts)
             .ok_or_else(|| format!("{user}: join ack without an offset: {ack}"))?;
         clients.push(Resumer {
             user,
@@ -1263,10 +1192,20 @@ fn row24_sigkill_of_an_edge_with_2000_clients_is_swept_and_every_client_resumes_
     const ROOMS: usize = 20;
     const LEASE_MS: u64 = 3000;
     const INBOX_MAXLEN: i64 = 200;
-    let _g = serial();
+    let _g = roomcast_tests::serial();
     let redis = Redis::start(&["history-len", "100000", "inbox-maxlen", "200"]);
-    let mut a = start_edge(&redis, "ka", true, LEASE_MS, &["--conn-rate", "0"]);
-    let b = start_edge(&redis, "kb", true, LEASE_MS, &["--conn-rate", "0"]);
+    let mut a = Edge::start_on(
+        &redis.url(),
+        "ka",
+        LEASE_MS,
+        &["--allow-anonymous", "--conn-rate", "0"],
+    );
+    let b = Edge::start_on(
+        &redis.url(),
+        "kb",
+        LEASE_MS,
+        &["--allow-anonymous", "--conn-rate", "0"],
+    );
     let mut conn = redis.conn();
     let mut rooms: Vec<String> = (0..ROOMS).map(|r| format!("k{r}")).collect();
     rooms.push("kflood".to_string());
@@ -1389,7 +1328,7 @@ fn row24_sigkill_of_an_edge_with_2000_clients_is_swept_and_every_client_resumes_
         let replies: Vec<redis::Value> = pipe.query(&mut poll).expect("poll");
         let elapsed = killed.elapsed();
         max_xlen = max_xlen.max(int(&replies[0]));
-        let connections = rc_info(&replies[2]).get("connections").copied();
+        let connections = rc_info_ints(&replies[2]).get("connections").copied();
         if swept.is_none() && connections == Some(0) {
             // Presence is gone; the memberships must be too.
             let mut pipe = redis::pipe();
@@ -1433,7 +1372,7 @@ fn row24_sigkill_of_an_edge_with_2000_clients_is_swept_and_every_client_resumes_
                     .arg(format!(r#"{{"fin":{k}}}"#))
                     .query(&mut conn)
                     .expect("final publish");
-                let (_, seq) = offset_parts(&json!(text(&reply[2]))).expect("offset");
+                let (_, seq) = parts(&text(&reply[2])).expect("offset");
                 finals.insert(room.clone(), seq);
             }
         }
@@ -1526,11 +1465,11 @@ fn row24_sigkill_of_an_edge_with_2000_clients_is_swept_and_every_client_resumes_
 fn row25_every_client_resuming_after_flushall_is_told_to_resync() {
     const CLIENTS: usize = 100;
     const ROOMS: usize = 10;
-    let _g = serial();
+    let _g = roomcast_tests::serial();
     let redis = Redis::start(&["history-len", "1000"]);
     let edges = [
-        start_edge(&redis, "wa", true, 1000, &["--conn-rate", "0"]),
-        start_edge(&redis, "wb", true, 1000, &["--conn-rate", "0"]),
+        Edge::start(&redis, "wa", &["--conn-rate", "0"]),
+        Edge::start(&redis, "wb", &["--conn-rate", "0"]),
     ];
     let mut conn = redis.conn();
     for r in 0..ROOMS {
@@ -1598,8 +1537,8 @@ fn row25_every_client_resuming_after_flushall_is_told_to_resync() {
         let (replay, ack) = join_since(&mut client, &room, Some(&offset), 2).expect("rejoin");
         if ack["recovered"] == json!(false) && replay.is_empty() {
             told += 1;
-            let (old, _) = offset_parts(&json!(offset)).expect("old offset");
-            let (new, _) = offset_parts(&ack["offset"]).expect("new offset");
+            let (old, _) = parts(&offset).expect("old offset");
+            let (new, _) = ack["offset"].as_str().and_then(parts).expect("new offset");
             assert_ne!(old, new, "{user}: same epoch after the wipe");
         } else {
             silent.push(format!("{user}: {ack}, {} replayed", replay.len()));
@@ -1696,15 +1635,9 @@ fn row26_sigterm_drains_2000_connections_with_1012_and_no_reset() {
     const THREADS: usize = 8;
     const PER: usize = 250;
     const DRAIN_MS: u64 = 5000;
-    let _g = serial();
+    let _g = roomcast_tests::serial();
     let redis = Redis::start(&[]);
-    let mut edge = start_edge(
-        &redis,
-        "dr",
-        true,
-        1000,
-        &["--conn-rate", "0", "--drain-ms", "5000"],
-    );
+    let mut edge = Edge::start(&redis, "dr", &["--conn-rate", "0", "--drain-ms", "5000"]);
     let t0 = Arc::new(OnceLock::new());
     let (crew, members) = Crew::new(THREADS);
     let addr = edge.addr;
@@ -1810,13 +1743,13 @@ fn row26_sigterm_drains_2000_connections_with_1012_and_no_reset() {
 /// the code it ended with.
 #[test]
 fn row27_no_canary_reaches_the_logs_and_every_close_is_logged_with_its_code() {
-    let _g = serial();
+    let _g = roomcast_tests::serial();
     let marker = format!("cnry{:016x}", rand::random::<u64>());
     let redis = Redis::start(&["history-len", "100", "max-payload-bytes", "1024"]);
     let limits = ["--max-message-bytes", "4096", "--max-fragments", "8"];
     let mut edges = [
-        start_edge(&redis, "ca", false, 1000, &limits),
-        start_edge(&redis, "cb", false, 1000, &limits),
+        Edge::start_token_only(&redis, "ca", &limits),
+        Edge::start_token_only(&redis, "cb", &limits),
     ];
     let pattern = |what: &str| format!("{marker}-{what}-*");
     let ann_tok = token("ann", 600, Some(&["*", pattern("ann").as_str()]));

@@ -15,31 +15,14 @@ use redis::{Connection, RedisResult, Value};
 use roomcast_common::crc16::key_slot;
 use roomcast_common::keys::PartitionKeys;
 use roomcast_common::partition::Partitioner;
-use roomcast_tests::cluster::{Cluster, SlotRange};
-use roomcast_tests::info_value;
+use roomcast_tests::cluster::{master_of, Cluster, SlotRange};
 use roomcast_tests::reply::{array, counts, error_text, int, strings, text};
-use roomcast_tests::roomcast::{layout, stream, InboxEntry};
-
-/// Runs one command on a plain connection.
-fn run(conn: &mut Connection, args: &[&str]) -> RedisResult<Value> {
-    let mut cmd = redis::cmd(args[0]);
-    for a in &args[1..] {
-        cmd.arg(*a);
-    }
-    cmd.query(conn)
-}
+use roomcast_tests::roomcast::{layout, rc_info, stream, InboxEntry};
+use roomcast_tests::{info_value, run};
 
 /// Runs a command that must succeed.
 fn ok(conn: &mut Connection, port: u16, args: &[&str]) -> Value {
     run(conn, args).unwrap_or_else(|e| panic!("{args:?} on node {port}: {}", error_text(&e)))
-}
-
-/// The master serving `slot` in `map`.
-fn owner(map: &[SlotRange], slot: u16) -> u16 {
-    map.iter()
-        .find(|r| (r.start..=r.end).contains(&slot))
-        .map(|r| r.master)
-        .unwrap_or_else(|| panic!("no master serves slot {slot}"))
 }
 
 /// The 16-partition layout the module uses by default.
@@ -75,8 +58,8 @@ fn pick(
     (0..100_000)
         .map(|i| format!("{prefix}{i}"))
         .find(|name| {
-            owner(map, partition_slot(p, name)) == master
-                && (owner(map, key_slot(name.as_bytes())) == master) == plain_there
+            master_of(map, partition_slot(p, name)) == master
+                && (master_of(map, key_slot(name.as_bytes())) == master) == plain_there
         })
         .unwrap_or_else(|| panic!("no name {prefix}… in a partition of master {master}"))
 }
@@ -93,15 +76,6 @@ fn expect_moved(result: RedisResult<Value>, slot: u16, to: u16, what: &str) -> S
         "{what}: wrong redirect"
     );
     err
-}
-
-/// `RC.INFO` as a name → value map.
-fn rc_info(conn: &mut Connection, port: u16) -> BTreeMap<String, Value> {
-    let reply = ok(conn, port, &["RC.INFO"]);
-    array(&reply)
-        .chunks(2)
-        .map(|pair| (text(&pair[0]), pair[1].clone()))
-        .collect()
 }
 
 /// Entries of `kind` in a stream.
@@ -156,7 +130,7 @@ fn every_node_loads_the_module_and_partitions_spread_over_the_masters() {
             "node {port} lacks the module:\n{}",
             cluster.log(port)
         );
-        let info = rc_info(&mut c, port);
+        let info = rc_info(&ok(&mut c, port, &["RC.INFO"]));
         let role = info_value(&text(&ok(&mut c, port, &["INFO", "replication"])), "role");
         assert_eq!(text(&info["inbox"]), "per-partition", "node {port}");
         assert_eq!(int(&info["partitions"]), 16, "node {port}");
@@ -174,7 +148,7 @@ fn every_node_loads_the_module_and_partitions_spread_over_the_masters() {
         let slot = cluster.key_slot(&format!("{{{tag}}}"));
         assert_eq!(slot, key_slot(tag.as_bytes()), "tag {tag}");
         per_master
-            .entry(owner(&map, slot))
+            .entry(master_of(&map, slot))
             .or_default()
             .push(format!("{tag}@{slot}"));
     }
@@ -343,7 +317,7 @@ fn a_plain_name_on_a_shard_without_its_partition_is_refused() {
     let tagged = p.tagged(&room);
     let slot = partition_slot(&p, &room);
     let plain_slot = key_slot(room.as_bytes());
-    let plain_port = owner(&map, plain_slot);
+    let plain_port = master_of(&map, plain_slot);
     println!(
         "room {room}: partition slot {slot} on master {owner_port}, plain name slot \
          {plain_slot} on master {plain_port}"
@@ -515,7 +489,7 @@ fn publish_routes_into_per_partition_inboxes_on_each_shard() {
         }
     }
     for master in cluster.masters() {
-        let info = rc_info(&mut cluster.conn(master), master);
+        let info = rc_info(&ok(&mut cluster.conn(master), master, &["RC.INFO"]));
         println!(
             "master {master}: published {} routed {} nodes {} connections {} rooms {}",
             int(&info["published"]),
@@ -594,7 +568,7 @@ fn expired_leases_are_swept_on_each_shard() {
             [(plain.clone(), "cat".to_string())],
             "n1's leave events on {master}"
         );
-        let info = rc_info(&mut c, *master);
+        let info = rc_info(&ok(&mut c, *master, &["RC.INFO"]));
         assert_eq!(int(&info["swept_nodes"]), 1, "master {master}");
         // n3 is unknown there now: a lease is new again.
         assert_eq!(
@@ -611,7 +585,7 @@ fn expired_leases_are_swept_on_each_shard() {
         );
     }
     let third = masters[2];
-    let info = rc_info(&mut cluster.conn(third), third);
+    let info = rc_info(&ok(&mut cluster.conn(third), third, &["RC.INFO"]));
     assert_eq!(
         int(&info["swept_nodes"]),
         0,
@@ -795,7 +769,7 @@ fn a_failover_keeps_members_and_starts_a_new_epoch() {
         if map.iter().any(|r| r.master == master) {
             return Err(format!("the dead master {master} still serves slots"));
         }
-        match owner(map, slot) {
+        match master_of(map, slot) {
             o if o == replica => Ok(()),
             o => Err(format!(
                 "slot {slot} is served by {o}, not the replica {replica}"

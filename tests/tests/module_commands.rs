@@ -1,19 +1,25 @@
 //! Every command's happy path and error replies, on a real redis-server.
 
-use roomcast_tests::reply::{array, error_text, int, strings, text};
-use roomcast_tests::roomcast::layout;
+use roomcast_common::codes::Code;
+use roomcast_tests::reply::{array, error_text, expect_error, int, strings, text};
+use roomcast_tests::roomcast::{keys_of, layout, rc_info_ints};
 use roomcast_tests::Redis;
 
 fn expect_err(redis: &Redis, conn: &mut redis::Connection, args: &[&str], needle: &str) {
+    expect_error(redis.cmd(conn, args), args, needle);
+}
+
+/// Expects exactly `-CODE message`: the machine-readable code, then the same text.
+fn expect_code(
+    redis: &Redis,
+    conn: &mut redis::Connection,
+    args: &[&str],
+    code: Code,
+    message: &str,
+) {
     match redis.cmd(conn, args) {
-        Ok(v) => panic!("{args:?} should fail with {needle:?}, got {v:?}"),
-        Err(e) => {
-            let text = error_text(&e);
-            assert!(
-                text.contains(needle),
-                "{args:?}: expected an error containing {needle:?}, got {text:?}"
-            );
-        }
+        Ok(v) => panic!("{args:?} should fail with {code}, got {v:?}"),
+        Err(e) => assert_eq!(error_text(&e), format!("{code} {message}"), "{args:?}"),
     }
 }
 
@@ -228,14 +234,9 @@ fn bad_arguments_get_useful_errors() {
             &["RC.CONNECT", "ann", "n1", "c1", "COLOR", "red"],
             "unknown option",
         ),
-        (&["RC.CONNECT", "ann", "n2", "c1"], "holds no lease"),
         (
             &["RC.JOIN", "lobby", "n1", "c1"],
             "wrong number of arguments",
-        ),
-        (
-            &["RC.JOIN", "lobby", "ghost", "c1", "ann"],
-            "holds no lease",
         ),
         (
             &["RC.JOIN", "lob\nby", "n1", "c1", "ann"],
@@ -291,6 +292,27 @@ fn bad_arguments_get_useful_errors() {
     for (args, needle) in cases {
         expect_err(&redis, &mut c, args, needle);
     }
+    // A node without a lease in the partition: `NOLEASE`, with the same text as ever.
+    expect_code(
+        &redis,
+        &mut c,
+        &["RC.CONNECT", "ann", "n2", "c1"],
+        Code::NoLease,
+        &format!(
+            "node n2 holds no lease in partition {}; call RC.NODE.LEASE first",
+            keys_of("ann").prefix()
+        ),
+    );
+    expect_code(
+        &redis,
+        &mut c,
+        &["RC.JOIN", "lobby", "ghost", "c1", "ann"],
+        Code::NoLease,
+        &format!(
+            "node ghost holds no lease in partition {}; call RC.NODE.LEASE first",
+            keys_of("lobby").prefix()
+        ),
+    );
     let long = "r".repeat(300);
     expect_err(
         &redis,
@@ -312,17 +334,19 @@ fn bad_arguments_get_useful_errors() {
             &["CONFIG", "SET", "roomcast.max-payload-bytes", "10"],
         )
         .unwrap();
-    expect_err(
+    expect_code(
         &redis,
         &mut c,
         &["RC.PUBLISH", "lobby", "01234567890"],
-        "payload too large",
+        Code::TooLarge,
+        "payload too large: 11 bytes, max-payload-bytes is 10",
     );
-    expect_err(
+    expect_code(
         &redis,
         &mut c,
         &["RC.SEND", "ann", "01234567890"],
-        "payload too large",
+        Code::TooLarge,
+        "payload too large: 11 bytes, max-payload-bytes is 10",
     );
     let reply = redis
         .cmd(&mut c, &["RC.PUBLISH", "lobby", "0123456789"])
@@ -345,11 +369,12 @@ fn connection_cap_is_enforced() {
     redis
         .cmd(&mut c, &["RC.CONNECT", "ann", "n1", "c2"])
         .unwrap();
-    expect_err(
+    expect_code(
         &redis,
         &mut c,
         &["RC.CONNECT", "ann", "n1", "c3"],
-        "TOOMANY",
+        Code::TooMany,
+        "user ann already has 2 connections (max-conns-per-user 2)",
     );
     // Re-registering an existing connection is not a new one.
     redis
@@ -448,15 +473,8 @@ fn info_reports_gauges_and_counters() {
         .unwrap();
     redis.cmd(&mut c, &["RC.PUBLISH", "lobby", "hi"]).unwrap();
 
-    let info = redis.cmd(&mut c, &["RC.INFO"]).unwrap();
-    let info = array(&info);
-    let field = |name: &str| -> i64 {
-        let at = info
-            .iter()
-            .position(|v| matches!(v, redis::Value::SimpleString(s) if s == name))
-            .unwrap();
-        int(&info[at + 1])
-    };
+    let info = rc_info_ints(&redis.cmd(&mut c, &["RC.INFO"]).unwrap());
+    let field = |name: &str| -> i64 { info[name] };
     assert_eq!(field("nodes"), 2);
     assert_eq!(field("connections"), 2);
     assert_eq!(field("rooms"), 1);

@@ -11,21 +11,13 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use redis::{Connection, RedisResult, Value};
+use roomcast_common::codes::Code;
 use roomcast_common::keys::PartitionKeys;
 use roomcast_common::partition::Partitioner;
-use roomcast_tests::cluster::{Cluster, SlotRange};
-use roomcast_tests::reply::{array, error_text, int, text};
+use roomcast_tests::cluster::{master_of, Cluster};
+use roomcast_tests::reply::{array, error_text, expect_error, int, text};
 use roomcast_tests::roomcast::{inbox_key, layout, stream, InboxEntry};
-use roomcast_tests::Redis;
-
-/// Runs one command on a plain connection.
-fn run(conn: &mut Connection, args: &[&str]) -> RedisResult<Value> {
-    let mut cmd = redis::cmd(args[0]);
-    for a in &args[1..] {
-        cmd.arg(*a);
-    }
-    cmd.query(conn)
-}
+use roomcast_tests::{run, Redis};
 
 /// Runs a command that must succeed.
 fn ok(conn: &mut Connection, args: &[&str]) -> Value {
@@ -34,17 +26,7 @@ fn ok(conn: &mut Connection, args: &[&str]) -> Value {
 
 /// Runs a command that must fail with an error containing `needle`; returns the error.
 fn expect_err(conn: &mut Connection, args: &[&str], needle: &str) -> String {
-    match run(conn, args) {
-        Ok(v) => panic!("{args:?} should fail with {needle:?}, got {v:?}"),
-        Err(e) => {
-            let text = error_text(&e);
-            assert!(
-                text.contains(needle),
-                "{args:?}: expected an error containing {needle:?}, got {text:?}"
-            );
-            text
-        }
-    }
+    expect_error(run(conn, args), args, needle)
 }
 
 /// RESP encoding of one command.
@@ -673,14 +655,6 @@ fn random_arguments_never_crash_or_hang_redis() {
 // ------------------------------------------------------------------------------------
 // Redis Cluster.
 
-/// The master serving `slot` in `map`.
-fn owner(map: &[SlotRange], slot: u16) -> u16 {
-    map.iter()
-        .find(|r| (r.start..=r.end).contains(&slot))
-        .map(|r| r.master)
-        .unwrap_or_else(|| panic!("no master serves slot {slot}"))
-}
-
 /// `{tag}` of partition `part`.
 fn bare(p: &Partitioner, part: u32) -> String {
     format!("{{{}}}", p.tag(part))
@@ -704,10 +678,10 @@ fn under_cluster_one_read_covers_the_partitions_of_a_shard() {
     let home = masters[0];
     let slot_of = |part: u32| roomcast_common::crc16::key_slot(p.tag(part).as_bytes());
     let mine: Vec<u32> = (0..p.count())
-        .filter(|part| owner(&map, slot_of(*part)) == home)
+        .filter(|part| master_of(&map, slot_of(*part)) == home)
         .collect();
     let theirs: Vec<u32> = (0..p.count())
-        .filter(|part| owner(&map, slot_of(*part)) != home)
+        .filter(|part| master_of(&map, slot_of(*part)) != home)
         .collect();
     assert!(mine.len() >= 3, "master {home} holds partitions {mine:?}");
     println!("master {home} serves partitions {mine:?}");
@@ -798,12 +772,14 @@ fn under_cluster_one_read_covers_the_partitions_of_a_shard() {
             "RC.READ", &first, "n1", "STREAMS", &first, &other_tag, "0", "0",
         ],
         &format!(
-            "ERR partition {other_tag} is not served by this shard; refresh the cluster topology"
+            "{} partition {other_tag} is not served by this shard; refresh the cluster topology",
+            Code::NotServed
         ),
     );
+    assert!(refused.starts_with("NOTSERVED "), "{refused}");
     println!(
         "RC.READ naming partition {other_tag} (master {}) on {home} → {refused}",
-        owner(&map, slot_of(other))
+        master_of(&map, slot_of(other))
     );
     // The routing argument elsewhere: Redis redirects.
     let moved = run(
@@ -816,7 +792,7 @@ fn under_cluster_one_read_covers_the_partitions_of_a_shard() {
         format!(
             "MOVED {} 127.0.0.1:{}",
             slot_of(other),
-            owner(&map, slot_of(other))
+            master_of(&map, slot_of(other))
         )
     );
 

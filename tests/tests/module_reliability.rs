@@ -7,24 +7,21 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use redis::{Connection, RedisResult, Value};
 use roomcast_common::keys::PartitionKeys;
 use roomcast_tests::reply::{array, error_text, int, ints, strings, text};
-use roomcast_tests::roomcast::{digest, inbox, inbox_key, keys_of, stream, wait_replicas};
-use roomcast_tests::{shifted_clock, Redis};
-
-static SERIAL: Mutex<()> = Mutex::new(());
+use roomcast_tests::roomcast::{
+    digest, inbox, inbox_key, keys_of, rc_info, rc_info_field, stream, wait_replicas,
+    write_commands,
+};
+use roomcast_tests::{shifted_clock, wait, Redis};
 
 /// Primaries start full syncs at once (Redis 7.0 waits 5 s for more replicas).
 const FAST_SYNC: &[&str] = &["--repl-diskless-sync-delay", "0"];
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// An argv from string slices.
 fn argv(parts: &[&str]) -> Vec<String> {
@@ -70,12 +67,7 @@ fn bulk_ok(redis: &Redis, cmds: &[Vec<String>]) {
 /// The partition arguments (`{tag}`) of the loaded module, from `RC.INFO`.
 fn partitions(c: &mut Connection) -> Vec<String> {
     let info: Value = redis::cmd("RC.INFO").query(c).expect("RC.INFO");
-    let items = array(&info);
-    let at = items
-        .iter()
-        .position(|v| matches!(v, Value::SimpleString(s) if s == "tags"))
-        .expect("tags in RC.INFO");
-    strings(&items[at + 1])
+    strings(rc_info(&info).get("tags").expect("tags in RC.INFO"))
         .into_iter()
         .map(|t| format!("{{{t}}}"))
         .collect()
@@ -89,17 +81,6 @@ fn partition_keys(c: &mut Connection) -> Vec<PartitionKeys> {
         .collect()
 }
 
-/// One gauge or counter of `RC.INFO`.
-fn rc_info(c: &mut Connection, name: &str) -> i64 {
-    let info: Value = redis::cmd("RC.INFO").query(c).expect("RC.INFO");
-    let items = array(&info);
-    let at = items
-        .iter()
-        .position(|v| matches!(v, Value::SimpleString(s) if s == name))
-        .unwrap_or_else(|| panic!("{name} missing from RC.INFO"));
-    int(&items[at + 1])
-}
-
 /// Leases `nodes` in every partition for an hour.
 fn lease_everywhere(c: &mut Connection, nodes: &[String], ttl_ms: &str) -> Vec<Value> {
     let mut cmds = Vec::new();
@@ -109,30 +90,6 @@ fn lease_everywhere(c: &mut Connection, nodes: &[String], ttl_ms: &str) -> Vec<V
         }
     }
     pipeline_ok(c, &cmds)
-}
-
-/// The module's write commands: `COMMAND LIST FILTERBY MODULE roomcast` flagged `write`.
-fn write_commands(c: &mut Connection) -> BTreeSet<String> {
-    let names: Vec<String> = redis::cmd("COMMAND")
-        .arg("LIST")
-        .arg("FILTERBY")
-        .arg("MODULE")
-        .arg("roomcast")
-        .query(c)
-        .expect("COMMAND LIST");
-    assert!(names.len() >= 15, "{names:?}");
-    names
-        .into_iter()
-        .filter(|name| {
-            let info: Value = redis::cmd("COMMAND")
-                .arg("INFO")
-                .arg(name)
-                .query(c)
-                .unwrap();
-            let flags = &array(&array(&info)[0])[2];
-            array(flags).iter().any(|f| text(f) == "write")
-        })
-        .collect()
 }
 
 /// One SLOWLOG entry: duration (µs) and command name (upper case).
@@ -350,15 +307,8 @@ fn pending_removals(c: &mut Connection, all: &[PartitionKeys], node: &str) -> (i
     (entries, draining)
 }
 
-/// Waits until `done` holds (polling every 10 ms), at most `limit`; the time it took.
-fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> Duration {
-    let started = Instant::now();
-    while !done() {
-        assert!(started.elapsed() < limit, "not done within {limit:?}");
-        thread::sleep(Duration::from_millis(10));
-    }
-    started.elapsed()
-}
+/// Pace of every wait for a condition.
+const POLL: Duration = Duration::from_millis(10);
 
 /// `TIME` in Unix ms.
 fn clock_ms(c: &mut Connection) -> i64 {
@@ -378,7 +328,7 @@ fn system_ms() -> i64 {
 
 #[test]
 fn row16_every_write_command_reaches_a_replica_byte_equal() {
-    let _serial = serial();
+    let _serial = roomcast_tests::serial();
     const POLICY: &[&str] = &[
         "publish-rate",
         "1",
@@ -506,7 +456,7 @@ fn clock_observable(c: &mut Connection) -> Vec<String> {
 
 #[test]
 fn row17_a_clock_shifted_replica_and_a_late_aof_replay_hold_the_same_state() {
-    let _serial = serial();
+    let _serial = roomcast_tests::serial();
     const ARGS: &[&str] = &["history-len", "100"];
     let mut primary = Redis::start_with(ARGS, &["--appendonly", "yes", "--appendfsync", "always"]);
     let replica = Redis::replica_of_env(&primary, ARGS, shifted_clock(5_000));
@@ -654,14 +604,14 @@ fn sample_state(c: &mut Connection, samples: &[usize]) -> Vec<String> {
         out.push(format!("{key} {v:?} {at}"));
     }
     for gauge in ["nodes", "connections", "rooms"] {
-        out.push(format!("{gauge} {}", rc_info(c, gauge)));
+        out.push(format!("{gauge} {}", rc_info_field(c, gauge)));
     }
     out
 }
 
 #[test]
 fn row18_100k_rooms_presences_and_limits_survive_reload_and_aof_restart() {
-    let _serial = serial();
+    let _serial = roomcast_tests::serial();
     const N: usize = 100_000;
     let mut redis = Redis::start_with(
         &["history-len", "10", "inbox-maxlen", "100"],
@@ -696,8 +646,8 @@ fn row18_100k_rooms_presences_and_limits_survive_reload_and_aof_restart() {
     }
     bulk_ok(&redis, &cmds);
     let load = started.elapsed();
-    assert_eq!(rc_info(&mut c, "connections"), N as i64);
-    assert_eq!(rc_info(&mut c, "rooms"), N as i64);
+    assert_eq!(rc_info_field(&mut c, "connections"), N as i64);
+    assert_eq!(rc_info_field(&mut c, "rooms"), N as i64);
     let keys: i64 = redis::cmd("DBSIZE").query(&mut c).unwrap();
     let samples = [0, 1, 999, 1000, 77_777, N - 1];
     let (before, seen) = (digest(&mut c), sample_state(&mut c, &samples));
@@ -734,7 +684,7 @@ fn row18_100k_rooms_presences_and_limits_survive_reload_and_aof_restart() {
 
 #[test]
 fn row18_every_write_command_counts_as_a_change_to_save() {
-    let _serial = serial();
+    let _serial = roomcast_tests::serial();
     // History off and no policy: RC.PUBLISH, RC.SEND and RC.KICK then only append to
     // inbox streams (the low-level stream API), the path most likely to be missed.
     let redis = Redis::start(&[]);
@@ -873,13 +823,13 @@ fn check_consistent(
     }
     let total: usize = acked.conns.values().map(BTreeSet::len).sum();
     assert_eq!(
-        rc_info(c, "connections"),
+        rc_info_field(c, "connections"),
         total as i64,
         "RC.INFO connections"
     );
     let rooms_with_members = acked.members.values().filter(|m| !m.is_empty()).count();
     assert_eq!(
-        rc_info(c, "rooms"),
+        rc_info_field(c, "rooms"),
         rooms_with_members as i64,
         "RC.INFO rooms"
     );
@@ -888,7 +838,7 @@ fn check_consistent(
 
 #[test]
 fn row19_out_of_memory_refuses_whole_commands_and_cleanup_still_works() {
-    let _serial = serial();
+    let _serial = roomcast_tests::serial();
     let redis = Redis::start_with(
         &["history-len", "1000", "max-conns-per-user", "0"],
         &["--maxmemory", "64mb", "--maxmemory-policy", "noeviction"],
@@ -1010,7 +960,7 @@ fn row19_out_of_memory_refuses_whole_commands_and_cleanup_still_works() {
         removed = (removed.0 + reply[0], removed.1 + reply[1]);
     }
     let all = partition_keys(&mut c);
-    wait_until(Duration::from_secs(10), || {
+    wait::within(Duration::from_secs(10), POLL, || {
         pending_removals(&mut c, &all, "n3") == (0, 0)
     });
     for conns in acked.conns.values_mut() {
@@ -1038,7 +988,7 @@ fn row19_out_of_memory_refuses_whole_commands_and_cleanup_still_works() {
 
 #[test]
 fn row20_publishing_to_100k_members_on_50_nodes_never_takes_1ms() {
-    let _serial = serial();
+    let _serial = roomcast_tests::serial();
     const MEMBERS: usize = 100_000;
     const NODES: usize = 50;
     const USERS: usize = 2_000;
@@ -1221,7 +1171,7 @@ fn removed(
 
 #[test]
 fn row20_removing_a_node_with_10k_connections_never_stalls_redis() {
-    let _serial = serial();
+    let _serial = roomcast_tests::serial();
     const CONNS: usize = 10_000;
     const ROOMS: usize = 200;
     const OTHERS: usize = 10;
@@ -1234,7 +1184,7 @@ fn row20_removing_a_node_with_10k_connections_never_stalls_redis() {
     let floor = baseline(&redis, Duration::from_millis(1000));
     let pinger = Pinger::start(&redis);
     lease_everywhere(&mut c, &["dead".to_string()], "1");
-    let swept_in = wait_until(Duration::from_secs(30), || {
+    let swept_in = wait::within(Duration::from_secs(30), POLL, || {
         removed(&mut c, &all, "dead", &rooms, OTHERS)
     });
     let sweep = pinger.stop(&redis);
@@ -1272,7 +1222,7 @@ fn row20_removing_a_node_with_10k_connections_never_stalls_redis() {
         .remove("RC.NODE.DOWN")
         .unwrap_or_default();
     config_set(&mut c, "slowlog-log-slower-than", "10000");
-    wait_until(Duration::from_secs(30), || {
+    wait::within(Duration::from_secs(30), POLL, || {
         removed(&mut c, &all, "gone", &rooms, OTHERS)
     });
     let total_down = t.elapsed();
@@ -1373,7 +1323,7 @@ fn last_id(c: &mut Connection, node: &str) -> String {
 
 #[test]
 fn row20_large_removals_run_in_slices_and_keep_the_contract() {
-    let _serial = serial();
+    let _serial = roomcast_tests::serial();
     const CONNS: usize = 3_000;
     const ROOMS: usize = 30;
     let args: &[&str] = &["inbox-maxlen", "1000000"];
@@ -1414,7 +1364,7 @@ fn row20_large_removals_run_in_slices_and_keep_the_contract() {
             // Removal goes on after the call: it is sliced.
             assert!(pending > 0, "RC.NODE.DOWN removed everything at once");
         }
-        let took = wait_until(Duration::from_secs(10), || {
+        let took = wait::within(Duration::from_secs(10), POLL, || {
             removed(&mut c, &all, victim, &rooms, 1)
         });
         let events = events_about(&mut c, "o0", &mark);
@@ -1491,7 +1441,7 @@ fn row20_large_removals_run_in_slices_and_keep_the_contract() {
         leases.iter().all(|v| int(v) == 1),
         "a removed node's lease is new"
     );
-    wait_until(Duration::from_secs(10), || {
+    wait::within(Duration::from_secs(10), POLL, || {
         pending_removals(&mut c, &all, victim) == (0, 0)
     });
     let mut expected: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use redis::Connection;
 use roomcast_tests::reply::strings;
-use roomcast_tests::roomcast::{digest, inbox, wait_replicas};
+use roomcast_tests::roomcast::{digest, inbox, wait_replicas, write_commands};
 use roomcast_tests::Redis;
 
 const POLICY: &[&str] = &[
@@ -155,30 +155,12 @@ fn state_survives_an_aof_restart() {
 fn every_write_command_the_module_registers_is_covered_above() {
     let redis = Redis::start(&[]);
     let mut c = redis.conn();
-    let names: Vec<String> = redis::cmd("COMMAND")
-        .arg("LIST")
-        .arg("FILTERBY")
-        .arg("MODULE")
-        .arg("roomcast")
-        .query(&mut c)
-        .expect("COMMAND LIST");
-    assert!(names.len() >= 15, "{names:?}");
     let covered: std::collections::HashSet<String> =
         WRITES.iter().map(|step| step[0].to_lowercase()).collect();
-    let writes: Vec<&String> = names
-        .iter()
-        .filter(|name| {
-            let info: redis::Value = redis::cmd("COMMAND")
-                .arg("INFO")
-                .arg(*name)
-                .query(&mut c)
-                .unwrap();
-            format!("{info:?}").to_lowercase().contains("\"write\"")
-        })
-        .collect();
+    let writes = write_commands(&mut c);
     // lease, down, connect, disconnect, join, leave, publish, send, kick, throttle.
     assert_eq!(writes.len(), 10, "{writes:?}");
-    let uncovered: Vec<_> = writes.iter().filter(|w| !covered.contains(**w)).collect();
+    let uncovered: Vec<_> = writes.iter().filter(|w| !covered.contains(*w)).collect();
     assert!(
         uncovered.is_empty(),
         "write commands not covered by the replica test: {uncovered:?}"

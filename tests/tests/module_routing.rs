@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use roomcast_tests::reply::{array, counts, int};
-use roomcast_tests::roomcast::inbox;
+use roomcast_tests::roomcast::{inbox, rc_info};
 use roomcast_tests::Redis;
 
 /// Leases `nodes` in the partitions of `names`.
@@ -274,13 +274,9 @@ fn inboxes_stay_bounded() {
 fn a_standalone_server_gives_each_node_one_inbox_for_all_partitions() {
     let redis = Redis::start(&[]);
     let mut c = redis.conn();
-    let info = redis.cmd(&mut c, &["RC.INFO"]).unwrap();
-    let info = array(&info);
-    let at = info
-        .iter()
-        .position(|v| matches!(v, redis::Value::SimpleString(s) if s == "inbox"))
-        .expect("RC.INFO names the inbox layout");
-    assert_eq!(roomcast_tests::reply::text(&info[at + 1]), "shared");
+    let info = rc_info(&redis.cmd(&mut c, &["RC.INFO"]).unwrap());
+    let inboxes = info.get("inbox").expect("RC.INFO names the inbox layout");
+    assert_eq!(roomcast_tests::reply::text(inboxes), "shared");
     // Two rooms in different partitions route into the same stream.
     let layout = roomcast_tests::roomcast::layout(16);
     let other = (0..100)

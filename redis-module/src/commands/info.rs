@@ -1,54 +1,12 @@
 //! `RC.INFO` and the `INFO roomcast` section: what the dataset holds and what this
 //! server has done.
 
-use std::collections::BTreeSet;
-use std::sync::atomic::Ordering;
-
-use redis_module::{Context, InfoContext, RedisError, RedisResult, RedisString, RedisValue};
+use redis_module::{Context, InfoContext, RedisResult, RedisString, RedisValue};
 use roomcast_common::command;
 
 use crate::args::check;
-use crate::ops;
-use crate::state::{self, layout, GAUGES};
-
-/// Gauges read from the dataset.
-pub struct Census {
-    /// Distinct nodes holding a lease in at least one partition.
-    pub nodes: u64,
-    /// Registered connections.
-    pub connections: u64,
-    /// Rooms with members.
-    pub rooms: u64,
-}
-
-/// Counts nodes, connections and rooms over every partition: O(partitions × nodes).
-pub fn census(ctx: &Context) -> Result<Census, RedisError> {
-    let layout = layout()?;
-    let mut nodes = BTreeSet::new();
-    let mut connections = 0;
-    let mut rooms = 0;
-    for keys in &layout.keys {
-        for (node, _) in ops::hgetall(ctx, &keys.nodes())? {
-            connections += ops::count(ctx, &keys.node_users(&node))?;
-            nodes.insert(node);
-        }
-        rooms += ops::count(ctx, &keys.rooms())?;
-    }
-    Ok(Census {
-        nodes: nodes.len() as u64,
-        connections,
-        rooms,
-    })
-}
-
-/// Refreshes the gauges shown by `INFO roomcast` (called by the module timer).
-pub fn refresh_gauges(ctx: &Context) {
-    if let Ok(c) = census(ctx) {
-        GAUGES.nodes.store(c.nodes, Ordering::Relaxed);
-        GAUGES.connections.store(c.connections, Ordering::Relaxed);
-        GAUGES.rooms.store(c.rooms, Ordering::Relaxed);
-    }
-}
+use crate::gauges::{self, census};
+use crate::state::{self, layout};
 
 /// Counters of this server since it started: `(name, value)`.
 fn counters() -> [(&'static str, u64); 6] {
@@ -121,12 +79,13 @@ fn build_info_section(ctx: &InfoContext) -> RedisResult<()> {
         .builder()
         .add_section("")
         .field("partitions", i64::from(partitions))?;
+    let last = gauges::last();
     for (name, gauge) in [
-        ("nodes", &GAUGES.nodes),
-        ("connections", &GAUGES.connections),
-        ("rooms", &GAUGES.rooms),
+        ("nodes", last.nodes),
+        ("connections", last.connections),
+        ("rooms", last.rooms),
     ] {
-        section = section.field(name, gauge.load(Ordering::Relaxed))?;
+        section = section.field(name, gauge)?;
     }
     for (name, value) in counters() {
         section = section.field(name, value)?;

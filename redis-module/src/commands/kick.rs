@@ -6,8 +6,8 @@ use roomcast_common::entry::Kind;
 use roomcast_common::command::{self, Kick};
 
 use crate::args::check;
+use crate::connections;
 use crate::inbox::Entry;
-use crate::membership;
 use crate::state::layout;
 
 /// `RC.KICK user [REASON text]` → `[connections, nodes]`: routes a kick to every node
@@ -22,7 +22,7 @@ pub fn kick(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         Kind::Kick,
         &[user.name.as_bytes(), b"", reason.as_bytes()],
     )?;
-    let (connections, nodes) = membership::tell_user(ctx, keys, user.name, &entry)?;
+    let (connections, nodes) = connections::tell_user(ctx, keys, user.name, &entry)?;
     Ok(RedisValue::Array(vec![
         RedisValue::Integer(connections as i64),
         RedisValue::Integer(nodes as i64),

@@ -5,7 +5,7 @@ use roomcast_common::command::{self, NodeDown, NodeLease};
 
 use crate::args::check;
 use crate::state::layout;
-use crate::{membership, ops};
+use crate::{node_removal, ops};
 
 /// `RC.NODE.LEASE partition node ttl_ms` → 1 when the lease is new (the node was not
 /// known in this partition: it must register its connections again), 0 when renewed.
@@ -31,7 +31,7 @@ pub fn lease(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
 pub fn down(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     let layout = layout()?;
     let NodeDown { partition, node } = check(command::node_down(&layout.partitioner, &args))?;
-    let removed = membership::remove_node(ctx, layout.routed(&args, partition)?, node)?;
+    let removed = node_removal::remove_node(ctx, layout.routed(&args, partition)?, node)?;
     Ok(RedisValue::Array(vec![
         RedisValue::Integer(removed.connections),
         RedisValue::Integer(removed.memberships),

@@ -9,9 +9,9 @@ use roomcast_common::keys::split_pair;
 use crate::args::check;
 use crate::inbox::{self, Entry};
 use crate::state::{layout, PUBLISHED, SENT};
-use crate::{config, history, membership, ops, sender};
+use crate::{config, connections, history, ops, room_membership, sender};
 
-/// Refuses payloads over `max-payload-bytes`.
+/// Refuses payloads over `max-payload-bytes` (`TOOLARGE`).
 fn check_payload(data: &[u8]) -> Result<(), RedisError> {
     check(command::payload(
         data,
@@ -38,7 +38,7 @@ pub fn publish(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     }
 
     let keys = layout.routed(&args, room.partition)?;
-    let nodes = membership::room_nodes(ctx, keys, room.name)?;
+    let nodes = room_membership::room_nodes(ctx, keys, room.name)?;
     let skip_node = match conn {
         Some(conn) => ops::hget(ctx, &keys.room_conns(room.name), conn)?
             .and_then(|v| split_pair(&v).map(|(node, _)| node.to_string())),
@@ -107,7 +107,7 @@ pub fn send(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         Kind::Direct,
         &[user.name.as_bytes(), from_name.as_bytes(), data],
     )?;
-    let (connections, nodes) = membership::tell_user(ctx, keys, user.name, &entry)?;
+    let (connections, nodes) = connections::tell_user(ctx, keys, user.name, &entry)?;
     SENT.add(1);
     Ok(RedisValue::Array(vec![
         RedisValue::Integer(connections as i64),

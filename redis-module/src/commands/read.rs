@@ -14,15 +14,16 @@
 //! RC.READ partition node [COUNT n] [BLOCK ms] STREAMS p1 [p2 …] id1 [id2 …]
 //! ```
 //!
-//! The reply is `XREAD`'s: `[[inbox-key, [[id, [field, value, …]], …]], …]` with one
-//! element per partition that has entries after its id (in the order given; a map
+//! The arguments are parsed by `roomcast_common::command::read` (pure, property-tested
+//! and fuzzed with the other commands' parsers). The reply is `XREAD`'s:
+//! `[[inbox-key, [[id, [field, value, …]], …]], …]` with one element per partition
+//! that has entries after its id (in the order given; a map
 //! `inbox-key → entries` for a RESP3 client, as `XREAD` answers it), or a null array
 //! when there are none (at once without `BLOCK`, after the timeout with it). When
 //! nothing is there and `BLOCK` is given, the client blocks on the inbox keys
 //! (`RM_BlockClientOnKeys`); any write to one of them (`XADD`, `RM_StreamAdd`) runs the
 //! read again, and the client stays blocked while it still finds nothing.
 
-use std::ops::Deref;
 use std::os::raw::{c_int, c_void};
 
 use redis_module::raw::{self, RedisModuleCtx, RedisModuleString};
@@ -30,147 +31,13 @@ use redis_module::{
     CallOptions, CallOptionsBuilder, CallReply, CallResult, Context, ContextFlags, RedisError,
     RedisResult, RedisString, RedisValue,
 };
-use roomcast_common::command::{arity, at, id, int, partition, rest, ArgError};
-use roomcast_common::partition::Partitioner;
+use roomcast_common::codes::Code;
+use roomcast_common::command::{self, Read};
 use roomcast_common::stream_id::StreamId;
 
-use crate::args::{check, coded, err};
+use crate::args::{check, code_error, coded, err};
 use crate::inbox;
 use crate::state::{layout, Layout};
-
-/// Most entries `RC.READ` returns per stream.
-pub const MAX_COUNT: i64 = 10_000;
-/// Entries per stream when `COUNT` is not given.
-pub const DEFAULT_COUNT: i64 = 256;
-/// Longest `BLOCK` timeout: one day (`BLOCK 0` blocks without a timeout).
-pub const MAX_BLOCK_MS: i64 = 86_400_000;
-
-/// `RC.READ`'s arguments, checked.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Read<'a> {
-    /// The routing partition (`argv[1]`).
-    pub partition: u32,
-    /// The edge node whose inboxes are read.
-    pub node: &'a str,
-    /// At most this many entries per stream (1 to [`MAX_COUNT`], default [`DEFAULT_COUNT`]).
-    pub count: i64,
-    /// `None`: never block; `Some(0)`: block until data; `Some(ms)`: block up to `ms`.
-    pub block: Option<i64>,
-    /// Partitions to read and, for each, the id after which entries are returned.
-    pub streams: Vec<(u32, StreamId)>,
-}
-
-fn invalid(message: impl Into<String>) -> ArgError {
-    ArgError::Invalid(message.into())
-}
-
-/// Parses `RC.READ partition node [COUNT n] [BLOCK ms] STREAMS p1 … pk id1 … idk`.
-///
-/// Keywords are case-insensitive; `COUNT` and `BLOCK` may come in any order, once each.
-/// Every partition argument (the routing one and those after `STREAMS`) is a room or
-/// user name, plain or tagged, or a bare `{tag}`. Errors name the bad argument.
-pub fn parse<'a, A: Deref<Target = [u8]>>(
-    p: &Partitioner,
-    argv: &'a [A],
-) -> Result<Read<'a>, ArgError> {
-    // RC.READ partition node STREAMS p id: at least 6.
-    arity(argv, 6, usize::MAX)?;
-    let routing = partition(p, at(argv, 1)?)?;
-    let node = id(at(argv, 2)?, "node")?;
-
-    let mut count = None;
-    let mut block = None;
-    let mut words = rest(argv, 3).iter();
-    let streams_args = loop {
-        let Some(word) = words.next() else {
-            return Err(invalid(
-                "STREAMS is missing: RC.READ partition node [COUNT n] [BLOCK ms] \
-                 STREAMS p1 [p2 ...] id1 [id2 ...]",
-            ));
-        };
-        let word: &[u8] = word;
-        if word.eq_ignore_ascii_case(b"STREAMS") {
-            break words.as_slice();
-        }
-        let (name, slot) = if word.eq_ignore_ascii_case(b"COUNT") {
-            ("COUNT", &mut count)
-        } else if word.eq_ignore_ascii_case(b"BLOCK") {
-            ("BLOCK", &mut block)
-        } else {
-            return Err(invalid(format!(
-                "unknown option '{}' (expected COUNT, BLOCK or STREAMS)",
-                String::from_utf8_lossy(word)
-            )));
-        };
-        let value: &[u8] = words
-            .next()
-            .ok_or_else(|| invalid(format!("option {name} needs a value")))?;
-        if slot.is_some() {
-            return Err(invalid(format!("option {name} given twice")));
-        }
-        *slot = Some(value);
-    };
-    let count = match count {
-        Some(c) => int(c, "COUNT", 1, MAX_COUNT)?,
-        None => DEFAULT_COUNT,
-    };
-    let block = block
-        .map(|b| int(b, "BLOCK", 0, MAX_BLOCK_MS))
-        .transpose()?;
-
-    if streams_args.is_empty() {
-        return Err(invalid("STREAMS needs at least one partition and its id"));
-    }
-    if streams_args.len() % 2 != 0 {
-        return Err(invalid(format!(
-            "STREAMS needs one id per partition: got {} arguments after STREAMS, an odd count",
-            streams_args.len()
-        )));
-    }
-    let k = streams_args.len() / 2;
-    if k > p.count() as usize {
-        return Err(invalid(format!(
-            "STREAMS names {k} partitions, but there are only {}",
-            p.count()
-        )));
-    }
-    let (names, ids) = streams_args.split_at(k);
-    let mut streams: Vec<(u32, StreamId)> = Vec::with_capacity(k);
-    for (name, stream_id) in names.iter().zip(ids) {
-        let name: &[u8] = name;
-        let part = p.resolve_partition(name).map_err(|e| {
-            invalid(format!(
-                "invalid partition '{}' in STREAMS: {e}",
-                String::from_utf8_lossy(name)
-            ))
-        })?;
-        let tag = p.tag(part);
-        if streams.iter().any(|(seen, _)| *seen == part) {
-            return Err(invalid(format!(
-                "partition {{{tag}}} is named twice in STREAMS"
-            )));
-        }
-        let stream_id: &[u8] = stream_id;
-        let parsed = StreamId::parse(stream_id).ok_or_else(|| {
-            invalid(format!(
-                "invalid stream id '{}' for partition {{{tag}}}: expected <ms>-<seq> or <ms> \
-                 (0 reads from the start; $, +, - and > are not supported)",
-                String::from_utf8_lossy(stream_id)
-            ))
-        })?;
-        streams.push((part, parsed));
-    }
-    Ok(Read {
-        partition: routing,
-        node,
-        count,
-        block,
-        streams,
-    })
-}
-
-// ------------------------------------------------------------------------------------
-// The command.
 
 /// One stream to read: its partition, key, and the id entries must follow.
 struct Stream {
@@ -212,7 +79,7 @@ fn prepare<'a>(
     layout: &Layout,
     args: &'a [RedisString],
 ) -> Result<(Read<'a>, Vec<Stream>), RedisError> {
-    let request = check(parse(&layout.partitioner, args))?;
+    let request = check(command::read(&layout.partitioner, args))?;
     layout.routed(args, request.partition)?;
     let mut streams: Vec<Stream> = Vec::with_capacity(request.streams.len());
     for (part, after) in &request.streams {
@@ -300,13 +167,16 @@ fn read_one(
 ///
 /// Under Redis Cluster `RM_Call` refuses a key whose slot this node does not serve
 /// (`Attempted to access a non local key in a cluster node`): the edge's view of the
-/// cluster is stale, and the reply says so.
+/// cluster is stale, and the reply says so with `NOTSERVED`.
 fn refused(layout: &Layout, stream: &Stream, message: &str) -> RedisError {
     let tag = layout.partitioner.tag(stream.partition);
     if layout.cluster && (message.is_empty() || message.contains("non local key")) {
-        return err(format!(
-            "partition {{{tag}}} is not served by this shard; refresh the cluster topology"
-        ));
+        return code_error(
+            Code::NotServed,
+            format!(
+                "partition {{{tag}}} is not served by this shard; refresh the cluster topology"
+            ),
+        );
     }
     if message.starts_with("WRONGTYPE") {
         return coded(
@@ -467,224 +337,4 @@ extern "C" fn on_timeout(
 ) -> c_int {
     reply_null_array(&Context::new(ctx));
     raw::REDISMODULE_OK as c_int
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
-mod tests {
-    use super::*;
-
-    fn p16() -> Partitioner {
-        Partitioner::new(16).unwrap()
-    }
-
-    fn to_argv(words: &[&str]) -> Vec<Vec<u8>> {
-        words.iter().map(|w| w.as_bytes().to_vec()).collect()
-    }
-
-    fn bare(p: &Partitioner, part: u32) -> String {
-        format!("{{{}}}", p.tag(part))
-    }
-
-    fn refused(words: &[&str]) -> String {
-        let p = p16();
-        let argv = to_argv(words);
-        match parse(&p, &argv) {
-            Err(ArgError::Invalid(message)) => message,
-            Err(ArgError::Arity) => "<arity>".to_string(),
-            Ok(r) => panic!("{words:?} was accepted as {r:?}"),
-        }
-    }
-
-    #[test]
-    fn a_full_read_parses() {
-        let p = p16();
-        let (a, b) = (bare(&p, 3), bare(&p, 9));
-        let words = [
-            "RC.READ", &a, "n1", "count", "10", "BLOCK", "0", "streams", &a, &b, "0", "5-1",
-        ];
-        let argv = to_argv(&words);
-        let r = parse(&p, &argv).unwrap();
-        assert_eq!(r.partition, 3);
-        assert_eq!(r.node, "n1");
-        assert_eq!(r.count, 10);
-        assert_eq!(r.block, Some(0));
-        assert_eq!(
-            r.streams,
-            vec![
-                (3, StreamId { ms: 0, seq: 0 }),
-                (9, StreamId { ms: 5, seq: 1 })
-            ]
-        );
-    }
-
-    #[test]
-    fn defaults_and_any_partition_argument() {
-        let p = p16();
-        let tagged = p.tagged("lobby");
-        let words = ["RC.READ", "lobby", "n-1.x_2", "STREAMS", &tagged, "7"];
-        let argv = to_argv(&words);
-        let r = parse(&p, &argv).unwrap();
-        let lobby = p.partition_of(b"lobby");
-        assert_eq!(r.partition, lobby);
-        assert_eq!(r.count, DEFAULT_COUNT);
-        assert_eq!(r.block, None);
-        assert_eq!(r.streams, vec![(lobby, StreamId { ms: 7, seq: 0 })]);
-        // Options in the other order.
-        let words = [
-            "RC.READ", "lobby", "n1", "BLOCK", "200", "COUNT", "1", "STREAMS", "ann", "0",
-        ];
-        let argv = to_argv(&words);
-        let r = parse(&p, &argv).unwrap();
-        assert_eq!((r.count, r.block), (1, Some(200)));
-    }
-
-    #[test]
-    fn bad_arguments_say_what_is_wrong() {
-        let p = p16();
-        let a = bare(&p, 1);
-        let b = bare(&p, 2);
-        let cases: Vec<(Vec<&str>, &str)> = vec![
-            (vec!["RC.READ", &a, "n1", "STREAMS", &a], "<arity>"),
-            (
-                vec!["RC.READ", "", "n1", "STREAMS", &a, "0"],
-                "invalid partition: is empty",
-            ),
-            (
-                vec!["RC.READ", &a, "n:1", "STREAMS", &a, "0"],
-                "invalid node id: contains a character that is not allowed",
-            ),
-            (
-                vec!["RC.READ", &a, "n1", "COUNT", "5", "BLOCK", "0"],
-                "STREAMS is missing",
-            ),
-            (
-                vec!["RC.READ", &a, "n1", "LIMIT", "5", "STREAMS", &a, "0"],
-                "unknown option 'LIMIT' (expected COUNT, BLOCK or STREAMS)",
-            ),
-            (
-                vec![
-                    "RC.READ", &a, "n1", "COUNT", "1", "COUNT", "2", "STREAMS", &a, "0",
-                ],
-                "option COUNT given twice",
-            ),
-            (vec!["RC.READ", &a, "n1", "STREAMS", "COUNT"], "<arity>"),
-            (
-                vec!["RC.READ", &a, "n1", "BLOCK", "5", "COUNT"],
-                "option COUNT needs a value",
-            ),
-            (
-                vec!["RC.READ", &a, "n1", "COUNT", "0", "STREAMS", &a, "0"],
-                "COUNT must be between 1 and 10000",
-            ),
-            (
-                vec!["RC.READ", &a, "n1", "COUNT", "10001", "STREAMS", &a, "0"],
-                "COUNT must be between 1 and 10000",
-            ),
-            (
-                vec!["RC.READ", &a, "n1", "COUNT", "x", "STREAMS", &a, "0"],
-                "COUNT must be an integer",
-            ),
-            (
-                vec!["RC.READ", &a, "n1", "BLOCK", "-1", "STREAMS", &a, "0"],
-                "BLOCK must be between 0 and 86400000",
-            ),
-            (
-                vec!["RC.READ", &a, "n1", "COUNT", "3", "STREAMS"],
-                "STREAMS needs at least one partition and its id",
-            ),
-            (
-                vec!["RC.READ", &a, "n1", "STREAMS", &a, &b, "0"],
-                "STREAMS needs one id per partition: got 3 arguments",
-            ),
-            (
-                vec!["RC.READ", &a, "n1", "STREAMS", &a, &a, "0", "0"],
-                "is named twice in STREAMS",
-            ),
-            (
-                vec!["RC.READ", &a, "n1", "STREAMS", "{nope}", "0"],
-                "invalid partition '{nope}' in STREAMS",
-            ),
-            (
-                vec!["RC.READ", &a, "n1", "STREAMS", &a, "$"],
-                "invalid stream id '$' for partition",
-            ),
-            (
-                vec!["RC.READ", &a, "n1", "STREAMS", &a, "+"],
-                "invalid stream id '+'",
-            ),
-            (
-                vec!["RC.READ", &a, "n1", "STREAMS", &a, "1-x"],
-                "expected <ms>-<seq> or <ms>",
-            ),
-        ];
-        for (words, needle) in cases {
-            let message = refused(&words);
-            assert!(
-                message.contains(needle),
-                "{words:?}: {message:?} lacks {needle:?}"
-            );
-        }
-    }
-
-    #[test]
-    fn the_same_partition_twice_is_refused_whatever_its_spelling() {
-        let p = p16();
-        let lobby = p.partition_of(b"lobby");
-        let tag = bare(&p, lobby);
-        let words = ["RC.READ", &tag, "n1", "STREAMS", "lobby", &tag, "0", "0"];
-        let message = refused(&words);
-        assert!(message.contains("named twice"), "{message}");
-    }
-
-    #[test]
-    fn more_streams_than_partitions_are_refused() {
-        let p = Partitioner::new(2).unwrap();
-        let (a, b) = (bare(&p, 0), bare(&p, 1));
-        let words = [
-            "RC.READ", &a, "n1", "STREAMS", &a, &b, "lobby", "0", "0", "0",
-        ];
-        let argv = to_argv(&words);
-        match parse(&p, &argv) {
-            Err(ArgError::Invalid(m)) => {
-                assert_eq!(m, "STREAMS names 3 partitions, but there are only 2")
-            }
-            other => panic!("{other:?}"),
-        }
-        // Every partition once is fine.
-        let words = ["RC.READ", &a, "n1", "STREAMS", &a, &b, "0", "0"];
-        let argv = to_argv(&words);
-        assert_eq!(parse(&p, &argv).unwrap().streams.len(), 2);
-    }
-
-    #[test]
-    fn arbitrary_argv_never_panics() {
-        let p = p16();
-        let pool: [&[u8]; 12] = [
-            b"RC.READ",
-            b"STREAMS",
-            b"COUNT",
-            b"BLOCK",
-            b"0",
-            b"5",
-            b"{1.7}",
-            b"lobby",
-            b"",
-            b"$",
-            b"n1",
-            &[0xff, 0x00],
-        ];
-        // A deterministic walk over short argument lists.
-        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
-        for _ in 0..20_000 {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            let len = (state % 12) as usize;
-            let argv: Vec<Vec<u8>> = (0..len)
-                .map(|i| pool[((state >> (i * 4)) % pool.len() as u64) as usize].to_vec())
-                .collect();
-            let _ = parse(&p, &argv);
-        }
-    }
 }

@@ -4,7 +4,8 @@ use redis_module::{Context, RedisResult, RedisString, RedisValue};
 use roomcast_common::command::{self, Join, Leave, Since};
 
 use crate::args::check;
-use crate::membership::{self, require_lease};
+use crate::leases::require_lease;
+use crate::room_membership;
 use crate::state::layout;
 use crate::{config, history, ops};
 
@@ -28,7 +29,7 @@ pub fn join(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     } = check(command::join(&layout.partitioner, &args))?;
     let keys = layout.routed(&args, room.partition)?;
     require_lease(ctx, keys, node)?;
-    let joined = membership::join(ctx, keys, room.name, node, conn, user.name)?;
+    let joined = room_membership::join(ctx, keys, room.name, node, conn, user.name)?;
     let Some(since) = since else {
         return Ok(RedisValue::Integer(i64::from(joined)));
     };
@@ -56,7 +57,7 @@ pub fn join(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
 pub fn leave(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     let layout = layout()?;
     let Leave { room, node, conn } = check(command::leave(&layout.partitioner, &args))?;
-    let left = membership::leave(
+    let left = room_membership::leave(
         ctx,
         layout.routed(&args, room.partition)?,
         room.name,

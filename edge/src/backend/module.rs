@@ -1,0 +1,373 @@
+//! The typed module client: one function per module command the edge sends, with typed
+//! replies. No other file builds an `RC.*` command or picks a reply apart.
+//!
+//! Room and user names go out partition-tagged (`{tag}name`) under Redis Cluster, so
+//! each command is routed to the shard serving the name's partition, and plain on a
+//! standalone server. Errors come back as [`RedisError`]s; what they mean is
+//! [`crate::backend::errors::classify`]'s business.
+
+use std::borrow::Cow;
+use std::future::Future;
+
+use redis::aio::MultiplexedConnection;
+use redis::{Cmd, RedisError, Value};
+use roomcast_common::entry::{Kind, DATA, KIND};
+use roomcast_common::partition::Partitioner;
+
+use crate::backend::replies::{parse_info, stored, History, Info, JoinReply};
+use crate::backend::resp::bulk_text;
+use crate::backend::streams::{BLOCK_MS, COUNT};
+use crate::backend::Backend;
+/// A registration the module lost, to be sent again (see [`Module::register_again`]).
+pub enum Again<'a> {
+    /// `RC.CONNECT` of connection `conn` of `user`.
+    Connect {
+        /// The connection's user.
+        user: &'a str,
+        /// The connection id.
+        conn: &'a str,
+    },
+    /// `RC.JOIN` of connection `conn` of `user` to `room` (no replay).
+    Join {
+        /// The room.
+        room: &'a str,
+        /// The connection id.
+        conn: &'a str,
+        /// The connection's user.
+        user: &'a str,
+    },
+}
+
+/// The module commands of one node (one worker).
+#[derive(Clone)]
+pub struct Module {
+    /// The command connection.
+    backend: Backend,
+    /// The node id the commands name.
+    node: String,
+    /// The dataset's partition layout.
+    layout: Partitioner,
+    /// Redis is a Redis Cluster: names are sent partition-tagged.
+    cluster: bool,
+}
+
+impl Module {
+    /// The client of node `node` over `backend`.
+    pub fn new(backend: Backend, node: String, layout: Partitioner, cluster: bool) -> Self {
+        Self {
+            backend,
+            node,
+            layout,
+            cluster,
+        }
+    }
+
+    /// A room or user name as a command's first argument.
+    fn routed<'a>(&self, name: &'a str) -> Cow<'a, str> {
+        if self.cluster {
+            Cow::Owned(self.layout.tagged(name))
+        } else {
+            Cow::Borrowed(name)
+        }
+    }
+
+    /// The partition tag argument (`{tag}`) of partition `p`.
+    pub fn partition_arg(&self, p: u32) -> String {
+        format!("{{{}}}", self.layout.tag(p))
+    }
+
+    fn connect_cmd(&self, user: &str, conn: &str) -> Cmd {
+        let mut cmd = redis::cmd("RC.CONNECT");
+        cmd.arg(&*self.routed(user)).arg(&self.node).arg(conn);
+        cmd
+    }
+
+    /// `RC.JOIN`; with `since` (an offset or `$`) the reply replays what was missed.
+    fn join_cmd(&self, room: &str, conn: &str, user: &str, since: Option<&str>) -> Cmd {
+        let mut cmd = redis::cmd("RC.JOIN");
+        cmd.arg(&*self.routed(room))
+            .arg(&self.node)
+            .arg(conn)
+            .arg(user);
+        if let Some(since) = since {
+            cmd.arg("SINCE").arg(since);
+        }
+        cmd
+    }
+
+    fn leave_cmd(&self, room: &str, conn: &str) -> Cmd {
+        let mut cmd = redis::cmd("RC.LEAVE");
+        cmd.arg(&*self.routed(room)).arg(&self.node).arg(conn);
+        cmd
+    }
+
+    /// `RC.CONNECT`: registers connection `conn` of `user`.
+    pub async fn connect(&self, user: &str, conn: &str) -> Result<(), RedisError> {
+        self.backend
+            .run(&self.connect_cmd(user, conn))
+            .await
+            .map(drop)
+    }
+
+    /// `RC.JOIN … SINCE since|$`: joins `room` and replays what was missed since `since`
+    /// (nothing without it), atomically with the join.
+    pub async fn join(
+        &self,
+        room: &str,
+        conn: &str,
+        user: &str,
+        since: Option<&str>,
+    ) -> Result<JoinReply, RedisError> {
+        let cmd = self.join_cmd(room, conn, user, Some(since.unwrap_or("$")));
+        Ok(match self.backend.run(&cmd).await? {
+            Value::Array(reply) => JoinReply {
+                recovered: matches!(reply.get(1), Some(Value::Int(1))),
+                cut: reply.get(2).and_then(bulk_text),
+                replay: reply.get(3).map(stored).unwrap_or_default(),
+            },
+            _ => JoinReply::default(),
+        })
+    }
+
+    /// `RC.LEAVE`.
+    pub async fn leave(&self, room: &str, conn: &str) -> Result<(), RedisError> {
+        self.backend
+            .run(&self.leave_cmd(room, conn))
+            .await
+            .map(drop)
+    }
+
+    /// `RC.LEAVE` of every room, then `RC.DISCONNECT`, as one batch: a closed connection.
+    pub async fn unregister<'a>(
+        &self,
+        user: &str,
+        conn: &str,
+        rooms: impl IntoIterator<Item = &'a str>,
+    ) -> Result<(), RedisError> {
+        let mut cmds: Vec<Cmd> = rooms
+            .into_iter()
+            .map(|room| self.leave_cmd(room, conn))
+            .collect();
+        let mut cmd = redis::cmd("RC.DISCONNECT");
+        cmd.arg(&*self.routed(user)).arg(&self.node).arg(conn);
+        cmds.push(cmd);
+        self.backend.run_batch(cmds).await.map(drop)
+    }
+
+    /// `RC.PUBLISH … FROM from CONN conn`: the message's offset (`None` for a room
+    /// without history).
+    pub async fn publish(
+        &self,
+        room: &str,
+        data: &[u8],
+        from: &str,
+        conn: &str,
+    ) -> Result<Option<String>, RedisError> {
+        let mut cmd = redis::cmd("RC.PUBLISH");
+        cmd.arg(&*self.routed(room))
+            .arg(data)
+            .arg("FROM")
+            .arg(from)
+            .arg("CONN")
+            .arg(conn);
+        Ok(match self.backend.run(&cmd).await? {
+            Value::Array(reply) => reply.get(2).and_then(bulk_text),
+            _ => None,
+        })
+    }
+
+    /// `RC.SEND … FROM from`: a direct message to every connection of `user`.
+    pub async fn send(&self, user: &str, data: &[u8], from: &str) -> Result<(), RedisError> {
+        let mut cmd = redis::cmd("RC.SEND");
+        cmd.arg(&*self.routed(user)).arg(data).arg("FROM").arg(from);
+        self.backend.run(&cmd).await.map(drop)
+    }
+
+    /// `RC.PRESENCE`: the users in `room`.
+    pub async fn presence(&self, room: &str) -> Result<Vec<String>, RedisError> {
+        let mut cmd = redis::cmd("RC.PRESENCE");
+        cmd.arg(&*self.routed(room));
+        Ok(match self.backend.run(&cmd).await? {
+            Value::Array(users) => users.iter().filter_map(bulk_text).collect(),
+            _ => Vec::new(),
+        })
+    }
+
+    /// `RC.HISTORY [SINCE since] COUNT count`.
+    pub async fn history(
+        &self,
+        room: &str,
+        since: Option<&str>,
+        count: u32,
+    ) -> Result<History, RedisError> {
+        let mut cmd = redis::cmd("RC.HISTORY");
+        cmd.arg(&*self.routed(room));
+        if let Some(since) = since {
+            cmd.arg("SINCE").arg(since);
+        }
+        cmd.arg("COUNT").arg(count);
+        Ok(match self.backend.run(&cmd).await? {
+            Value::Array(reply) => History {
+                cut: reply.first().and_then(bulk_text),
+                recovered: matches!(reply.get(1), Some(Value::Int(1))),
+                messages: reply.get(2).map(stored).unwrap_or_default(),
+            },
+            _ => History::default(),
+        })
+    }
+
+    /// `RC.NODE.LEASE` in every partition, as one batch: the partitions where the lease
+    /// was new (the module had lost the node there).
+    pub async fn lease(&self, ttl_ms: u64) -> Result<Vec<u32>, RedisError> {
+        let cmds: Vec<Cmd> = (0..self.layout.count())
+            .map(|p| {
+                let mut cmd = redis::cmd("RC.NODE.LEASE");
+                cmd.arg(self.partition_arg(p)).arg(&self.node).arg(ttl_ms);
+                cmd
+            })
+            .collect();
+        let replies = self.backend.run_batch(cmds).await?;
+        Ok(replies
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| matches!(v, Value::Int(1)))
+            .map(|(p, _)| p as u32)
+            .collect())
+    }
+
+    /// `RC.NODE.DOWN` of this node in every partition, as one batch: at start (to clear
+    /// what a previous process with the same id left) and when draining.
+    pub async fn node_down(&self) -> Result<(), RedisError> {
+        let cmds: Vec<Cmd> = (0..self.layout.count())
+            .map(|p| {
+                let mut cmd = redis::cmd("RC.NODE.DOWN");
+                cmd.arg(self.partition_arg(p)).arg(&self.node);
+                cmd
+            })
+            .collect();
+        self.backend.run_batch(cmds).await.map(drop)
+    }
+
+    /// `RC.CONNECT` and `RC.JOIN` (without replay) of what the module lost, as one
+    /// batch. The commands are built at once, so the caller may borrow what it lists.
+    pub fn register_again<'a>(
+        &self,
+        lost: impl IntoIterator<Item = Again<'a>>,
+    ) -> impl Future<Output = Result<(), RedisError>> + 'static {
+        let cmds: Vec<Cmd> = lost
+            .into_iter()
+            .map(|again| match again {
+                Again::Connect { user, conn } => self.connect_cmd(user, conn),
+                Again::Join { room, conn, user } => self.join_cmd(room, conn, user, None),
+            })
+            .collect();
+        let backend = self.backend.clone();
+        async move { backend.run_batch(cmds).await.map(drop) }
+    }
+
+    /// `RC.READ`: the blocking read of partitions `partitions`' inboxes after `ids`, on
+    /// the shard serving them (its reply has `XREAD`'s shape).
+    pub fn read_cmd(&self, partitions: &[u32], ids: &[String]) -> Cmd {
+        let tags: Vec<String> = partitions.iter().map(|p| self.partition_arg(*p)).collect();
+        let mut cmd = redis::cmd("RC.READ");
+        cmd.arg(tags.first().map_or("", String::as_str))
+            .arg(&self.node)
+            .arg("COUNT")
+            .arg(COUNT)
+            .arg("BLOCK")
+            .arg(BLOCK_MS)
+            .arg("STREAMS")
+            .arg(&tags)
+            .arg(ids);
+        cmd
+    }
+
+    /// Appends liveness probe `token` to each of `inboxes` (capped at `maxlen` like the
+    /// module's own appends), as one batch.
+    pub async fn probe(
+        &self,
+        inboxes: &[String],
+        maxlen: u64,
+        token: &str,
+    ) -> Result<(), RedisError> {
+        let probes: Vec<Cmd> = inboxes
+            .iter()
+            .map(|key| {
+                let mut cmd = redis::cmd("XADD");
+                cmd.arg(key)
+                    .arg("MAXLEN")
+                    .arg("~")
+                    .arg(maxlen)
+                    .arg("*")
+                    .arg(KIND)
+                    .arg(Kind::Probe.as_str())
+                    .arg(DATA)
+                    .arg(token);
+                cmd
+            })
+            .collect();
+        self.backend.run_batch(probes).await.map(drop)
+    }
+
+    /// The module's inbox length cap (`roomcast.inbox-maxlen`), if it can be read.
+    pub async fn inbox_maxlen(&self) -> Option<u64> {
+        let mut cmd = redis::cmd("CONFIG");
+        cmd.arg("GET").arg("roomcast.inbox-maxlen");
+        match self.backend.run(&cmd).await {
+            Ok(Value::Array(v)) => v.get(1).and_then(|v| match v {
+                Value::BulkString(b) => std::str::from_utf8(b).ok()?.parse().ok(),
+                _ => None,
+            }),
+            _ => None,
+        }
+    }
+
+    /// `CLUSTER SLOTS`, as the shards serving the dataset's partitions.
+    pub async fn slot_map(&self) -> redis::RedisResult<Vec<crate::backend::cluster::Shard>> {
+        let mut cmd = redis::cmd("CLUSTER");
+        cmd.arg("SLOTS");
+        let reply = self.backend.run(&cmd).await?;
+        crate::backend::cluster::shards(&self.layout, &reply)
+    }
+
+    /// Drops the command connection so the next command looks the primary up again.
+    pub fn switch_primary(&self) {
+        self.backend.switch_primary();
+    }
+}
+/// `RC.INFO`: answered once the module is loaded (the embedded server's readiness).
+pub fn info_command() -> Cmd {
+    redis::cmd("RC.INFO")
+}
+
+/// `RC.INFO` on `conn` (at start, before any worker runs).
+pub async fn info(conn: &mut MultiplexedConnection) -> Result<Info, RedisError> {
+    let reply: Vec<Value> = info_command().query_async(conn).await?;
+    Ok(parse_info(&reply))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_partition_tagged_only_under_cluster() {
+        let layout = Partitioner::new(4).unwrap();
+        let metrics = std::sync::Arc::default();
+        let plain = Module::new(
+            Backend::new(None, metrics),
+            "n1".into(),
+            layout.clone(),
+            false,
+        );
+        let tagged = Module {
+            cluster: true,
+            ..plain.clone()
+        };
+        assert_eq!(plain.routed("lobby"), "lobby");
+        assert_eq!(tagged.routed("lobby"), layout.tagged("lobby"));
+        assert_eq!(plain.partition_arg(2), format!("{{{}}}", layout.tag(2)));
+        let join = tagged.join_cmd("lobby", "n1.1", "ann", None);
+        assert_eq!(join.args_iter().count(), 5, "no SINCE without since");
+    }
+}

@@ -1,0 +1,36 @@
+//! The inbox readers: what the module routes to this node, read from its inbox streams
+//! and handed to the fan-out.
+//!
+//! # Layout
+//!
+//! - this file: [`run`] (the reader for the deployment: one `XREAD` loop on a standalone
+//!   server, one reader per shard under Redis Cluster).
+//! - [`standalone`]: `XREAD BLOCK` over the node's inbox.
+//! - [`cluster`]: under Redis Cluster, one blocking `RC.READ` per shard, regrouped when
+//!   the slot map changes.
+//! - [`delivery`]: what every reader shares — a read reply to the fan-out, read
+//!   positions lined up with a new server's streams, and read pacing.
+//! - [`liveness`]: the probe that proves the readers still receive what is routed.
+//!
+//! Readers have their own connections and pass the last id read per stream, never `$`
+//! after the first call, so nothing is skipped; on errors they reconnect with backoff.
+
+pub mod cluster;
+pub mod delivery;
+pub mod liveness;
+pub mod standalone;
+
+use std::rc::Rc;
+
+use crate::context::Context;
+use crate::inbox::liveness::Liveness;
+
+/// Runs until aborted: one reader over the node's inbox on a standalone server, one per
+/// shard under Redis Cluster.
+pub async fn run(ctx: Rc<Context>, liveness: Rc<Liveness>) {
+    if ctx.shared().cluster {
+        cluster::run(&ctx, &liveness).await
+    } else {
+        standalone::run(&ctx, &liveness).await
+    }
+}
