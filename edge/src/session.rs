@@ -57,7 +57,9 @@ pub async fn run(ctx: Rc<Context>, upgrade: UpgradeFut, identity: Identity, slot
     });
     let session = Rc::new(Session::new(ctx, identity, out.clone()));
 
-    if !session.register().await {
+    // Registration and cleanup are module commands whose futures are several KiB: boxed,
+    // they do not widen this task, which every open connection holds while it is idle.
+    if !Box::pin(session.register()).await {
         out.finished().await;
         let _ = writer.await;
         session.log_close();
@@ -70,5 +72,5 @@ pub async fn run(ctx: Rc<Context>, upgrade: UpgradeFut, identity: Identity, slot
     session.supervise(read_task).await;
     let _ = writer.await;
     session.log_close();
-    session.unregister().await;
+    Box::pin(session.unregister()).await;
 }

@@ -44,7 +44,10 @@ impl Session {
             };
             self.last_seen.set(Instant::now());
             match messages.push(frame) {
-                Step::Message { text, payload } => self.on_message(text, &payload).await,
+                // Boxed: an operation's future (a module command in flight) is several
+                // KiB, and inlined it would make every idle connection's read task that
+                // big; boxed, only a connection with a request in flight pays for it.
+                Step::Message { text, payload } => Box::pin(self.on_message(text, &payload)).await,
                 Step::Nothing => {}
                 Step::Ping(payload) => self.push_raw(frame::encode(frame::OP_PONG, &payload)),
                 Step::Close(code, reason) => {
