@@ -10,6 +10,7 @@
 #   frame_reader    the edge's client frame reader (edge/src/ws/read.rs)
 #   client_message  the client protocol decoder (ClientMessage, edge/src/protocol.rs)
 #   inbox_entry     the inbox entry decoder (roomcast_common::entry::decode)
+#   push_payload    the live push decoder (roomcast_common::push::decode)
 #   module_args     every module command's argument parser (roomcast_common::command)
 #   json_validator  the JSON scanner (roomcast_common::json) against serde_json
 #

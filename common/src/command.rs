@@ -58,6 +58,7 @@ pub const COMMANDS: &[&str] = &[
     "RC.THROTTLE",
     "RC.HISTORY",
     "RC.READ",
+    "RC.PROBE",
     "RC.INFO",
 ];
 
@@ -281,6 +282,47 @@ pub fn node_lease<'a, A: Deref<Target = [u8]>>(
         node,
         ttl_ms,
     })
+}
+
+/// `RC.NODE.LEASE node ttl_ms`: the lease in every partition at once, for a standalone
+/// server (under Redis Cluster each partition's lease goes to its own shard).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeLeaseAll<'a> {
+    /// The node id.
+    pub node: &'a str,
+    /// Lease time to live, 1 ms to [`MAX_LEASE_MS`].
+    pub ttl_ms: i64,
+}
+
+/// Parses the partition-less form of `RC.NODE.LEASE` (`node ttl_ms`).
+pub fn node_lease_all<'a, A: Deref<Target = [u8]>>(
+    argv: &'a [A],
+) -> Result<NodeLeaseAll<'a>, ArgError> {
+    arity(argv, 3, 3)?;
+    let node = id(at(argv, 1)?, "node")?;
+    let ttl_ms = int(at(argv, 2)?, "ttl_ms", 1, MAX_LEASE_MS)?;
+    Ok(NodeLeaseAll { node, ttl_ms })
+}
+
+/// Either form of `RC.NODE.LEASE`, told apart by arity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lease<'a> {
+    /// `partition node ttl_ms`: one partition.
+    One(NodeLease<'a>),
+    /// `node ttl_ms`: every partition.
+    All(NodeLeaseAll<'a>),
+}
+
+/// Parses `RC.NODE.LEASE` in either form: three arguments name a partition, two do not.
+pub fn node_lease_any<'a, A: Deref<Target = [u8]>>(
+    p: &Partitioner,
+    argv: &'a [A],
+) -> Result<Lease<'a>, ArgError> {
+    if argv.len() == 3 {
+        node_lease_all(argv).map(Lease::All)
+    } else {
+        node_lease(p, argv).map(Lease::One)
+    }
 }
 
 /// `RC.NODE.DOWN partition node`
@@ -588,6 +630,34 @@ pub fn history<'a, A: Deref<Target = [u8]>>(
     Ok(History { room, since, count })
 }
 
+/// `RC.PROBE partition node token`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Probe<'a> {
+    /// The partition whose inbox of the node receives the probe.
+    pub partition: u32,
+    /// The node id.
+    pub node: &'a str,
+    /// The probe's number (a non-negative integer, kept as written).
+    pub token: &'a [u8],
+}
+
+/// Parses `RC.PROBE`.
+pub fn probe<'a, A: Deref<Target = [u8]>>(
+    p: &Partitioner,
+    argv: &'a [A],
+) -> Result<Probe<'a>, ArgError> {
+    arity(argv, 4, 4)?;
+    let partition = partition(p, at(argv, 1)?)?;
+    let node = id(at(argv, 2)?, "node")?;
+    let token = at(argv, 3)?;
+    int(token, "token", 0, i64::MAX)?;
+    Ok(Probe {
+        partition,
+        node,
+        token,
+    })
+}
+
 /// Parses `RC.INFO` (no arguments).
 pub fn info<A>(argv: &[A]) -> Result<(), ArgError> {
     arity(argv, 1, 1)
@@ -734,8 +804,10 @@ fn read_streams<A: Deref<Target = [u8]>>(
 /// Any command, parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command<'a> {
-    /// `RC.NODE.LEASE`
+    /// `RC.NODE.LEASE` of one partition
     NodeLease(NodeLease<'a>),
+    /// `RC.NODE.LEASE` of every partition (no partition argument)
+    NodeLeaseAll(NodeLeaseAll<'a>),
     /// `RC.NODE.DOWN`
     NodeDown(NodeDown<'a>),
     /// `RC.CONNECT`
@@ -764,6 +836,8 @@ pub enum Command<'a> {
     History(History<'a>),
     /// `RC.READ`
     Read(Read<'a>),
+    /// `RC.PROBE`
+    Probe(Probe<'a>),
     /// `RC.INFO`
     Info,
 }
@@ -779,7 +853,10 @@ pub fn parse<'a, A: Deref<Target = [u8]>>(
     };
     let upper = command.to_ascii_uppercase();
     Ok(match upper.as_slice() {
-        b"RC.NODE.LEASE" => Command::NodeLease(node_lease(p, argv)?),
+        b"RC.NODE.LEASE" => match node_lease_any(p, argv)? {
+            Lease::One(one) => Command::NodeLease(one),
+            Lease::All(all) => Command::NodeLeaseAll(all),
+        },
         b"RC.NODE.DOWN" => Command::NodeDown(node_down(p, argv)?),
         b"RC.CONNECT" => Command::Connect(connect(p, argv)?),
         b"RC.DISCONNECT" => Command::Disconnect(disconnect(p, argv)?),
@@ -794,6 +871,7 @@ pub fn parse<'a, A: Deref<Target = [u8]>>(
         b"RC.THROTTLE" => Command::Throttle(throttle(p, argv)?),
         b"RC.HISTORY" => Command::History(history(p, argv)?),
         b"RC.READ" => Command::Read(read(p, argv)?),
+        b"RC.PROBE" => Command::Probe(probe(p, argv)?),
         b"RC.INFO" => {
             info(argv)?;
             Command::Info
@@ -919,6 +997,9 @@ mod tests {
                 "rate is too high: at most one cell per microsecond",
             ),
             (&["RC.HISTORY", "lobby", "COUNT", "0"], "COUNT must be between 1 and 10000"),
+            // Two arguments: the partition-less form, `node ttl_ms`.
+            (&["RC.NODE.LEASE", "lobby", "n1"], "ttl_ms must be an integer"),
+            (&["RC.NODE.LEASE", "n:1", "100"], "invalid node id"),
         ];
         for (words, text) in cases {
             let e = refused(words).to_string();
@@ -928,7 +1009,8 @@ mod tests {
             );
         }
         for words in [
-            &["RC.NODE.LEASE", "lobby", "n1"][..],
+            &["RC.NODE.LEASE", "lobby"][..],
+            &["RC.NODE.LEASE", "lobby", "n1", "100", "x"],
             &["RC.NODE.DOWN", "lobby"],
             &["RC.JOIN", "lobby", "n1", "c1"],
             &["RC.LEAVE", "lobby", "n1"],
@@ -995,6 +1077,15 @@ mod tests {
         };
         assert_eq!(c.meta, Some("{\"a\":1}"));
         assert_eq!(parse(p, &argv(&["RC.INFO"])), Ok(Command::Info));
+        let words = argv(&["RC.PROBE", &format!("{{{}}}", p.tag(0)), "n1", "42"]);
+        let Ok(Command::Probe(c)) = parse(p, &words) else {
+            panic!("RC.PROBE refused")
+        };
+        assert_eq!((c.partition, c.node, c.token), (0, "n1", &b"42"[..]));
+        for bad in ["-1", "x", ""] {
+            let words = argv(&["RC.PROBE", &format!("{{{}}}", p.tag(0)), "n1", bad]);
+            assert!(parse(p, &words).is_err(), "token {bad:?} accepted");
+        }
         assert!(matches!(
             parse(p, &argv(&["RC.NOPE"])),
             Err(ArgError::Invalid(_))
@@ -1319,6 +1410,10 @@ mod tests {
                 check_id_ok(c.node);
                 assert!((1..=MAX_LEASE_MS).contains(&c.ttl_ms));
             }
+            Command::NodeLeaseAll(c) => {
+                check_id_ok(c.node);
+                assert!((1..=MAX_LEASE_MS).contains(&c.ttl_ms));
+            }
             Command::NodeDown(c) => {
                 assert!(c.partition < p.count());
                 check_id_ok(c.node);
@@ -1388,6 +1483,12 @@ mod tests {
                     assert!(*part < p.count());
                     assert!(c.streams.iter().skip(i + 1).all(|(other, _)| other != part));
                 }
+            }
+            Command::Probe(c) => {
+                assert!(c.partition < p.count());
+                check_id_ok(c.node);
+                assert!(std::str::from_utf8(c.token)
+                    .is_ok_and(|t| t.parse::<i64>().is_ok_and(|n| n >= 0)));
             }
             Command::Info => {}
         }
@@ -1636,6 +1737,20 @@ mod tests {
                 parse(p, &argv),
                 Ok(Command::NodeLease(NodeLease { partition: want, node: &node, ttl_ms: ttl }))
             );
+        }
+
+        /// `RC.NODE.LEASE node ttl_ms` (no partition) takes any ttl in range, and only
+        /// two arguments are read as that form.
+        #[test]
+        fn node_lease_all_round_trips(node in id_text(), ttl in 1i64..=MAX_LEASE_MS) {
+            let p = p16();
+            let argv = argv(&["RC.NODE.LEASE", &node, &ttl.to_string()]);
+            prop_assert_eq!(
+                parse(p, &argv),
+                Ok(Command::NodeLeaseAll(NodeLeaseAll { node: &node, ttl_ms: ttl }))
+            );
+            let short = argv.get(..2).unwrap_or_default();
+            prop_assert_eq!(parse(p, short), Err(ArgError::Arity));
         }
 
         /// `RC.THROTTLE` numbers in range parse to the quota `gcra` builds from them.

@@ -9,6 +9,7 @@
 //! |---|---|---|
 //! | `{T}:nodes` | hash | node → lease expiry (absolute Unix ms) |
 //! | `{T}:inbox:N` | stream | entries routed to node `N` (see [`crate::entry`]); on a standalone server only partition 0's is used, for all partitions |
+//! | `{T}:live:N` | channel | not a key: the pub/sub channel the module pushes node `N`'s new inbox entries to (see [`crate::push`]); on a standalone server only partition 0's is used, like the inbox |
 //! | `{T}:rooms` | set | rooms of the partition with at least one member |
 //! | `{T}:room:R:conns` | hash | connection → `node:user` |
 //! | `{T}:room:R:users` | hash | user → number of its connections in the room |
@@ -52,6 +53,11 @@ impl PartitionKeys {
     /// Inbox stream of `node` in this partition.
     pub fn inbox(&self, node: &str) -> String {
         format!("{}:inbox:{node}", self.prefix)
+    }
+
+    /// The pub/sub channel `node`'s new inbox entries are pushed to (next to its inbox).
+    pub fn live(&self, node: &str) -> String {
+        format!("{}:live:{node}", self.prefix)
     }
 
     /// Set of rooms with members.
@@ -149,6 +155,7 @@ mod tests {
         let k = PartitionKeys::new("3.17");
         assert_eq!(k.nodes(), "{3.17}:nodes");
         assert_eq!(k.inbox("edge-1"), "{3.17}:inbox:edge-1");
+        assert_eq!(k.live("edge-1"), "{3.17}:live:edge-1");
         assert_eq!(k.room_conns("lobby"), "{3.17}:room:lobby:conns");
         assert_eq!(k.user_conns("ann"), "{3.17}:user:ann:conns");
         for key in [k.rooms(), k.node_rooms("n"), k.sender("u"), k.throttle("t")] {

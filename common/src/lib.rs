@@ -15,6 +15,8 @@
 //! - [`keys`]: the Redis key layout of a partition (one place for every key name).
 //! - [`entry`]: inbox stream entries: field names, kinds, the layout the module writes
 //!   and the decoder the edge reads them with.
+//! - [`push`]: the live push of an inbox entry (its id, the inbox's previous id and its
+//!   fields), the binary layout the module publishes and the edge decodes.
 //! - [`gcra`]: the generic cell rate algorithm behind `RC.THROTTLE` and the publish policy.
 //! - [`json`]: a small validating JSON scanner (connection metadata).
 //! - [`offset`]: room history offsets (`<epoch>:<seq>`).
@@ -30,4 +32,5 @@ pub mod keys;
 pub mod names;
 pub mod offset;
 pub mod partition;
+pub mod push;
 pub mod stream_id;

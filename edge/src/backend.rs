@@ -8,8 +8,10 @@
 //! - [`module`]: the typed module client, a function per module command the edge sends,
 //!   with typed replies; the only place that builds `RC.*` commands.
 //! - [`replies`]: the typed replies of module commands (`JoinReply`, `History`, …).
-//! - [`streams`]: reading the inbox streams (`XREAD`, the readers' connections, stream
+//! - [`streams`]: reading the inbox streams (the readers' connections, read replies, stream
 //!   ends, liveness probes).
+//! - [`subscriber`]: the standalone inbox reader's connection: subscribed to the node's
+//!   live channel, reading the inbox with `XRANGE` to catch up or fill a gap.
 //! - [`errors`]: what a failed command means, by the module's error code.
 //! - [`target`]: where the Redis primary is (a fixed address, found through Sentinel, or
 //!   a Redis Cluster).
@@ -18,7 +20,7 @@
 //!
 //! Commands share one multiplexed connection (`ConnectionManager`, which reconnects on
 //! its own with backoff); replies are timed into the Redis round-trip histogram. The
-//! blocking inbox readers have their own connections (see [`streams`]).
+//! inbox readers have their own connections (see [`subscriber`] and [`streams`]).
 //!
 //! Behind Sentinel (see [`target`]) the primary can move: when a command fails in a way
 //! that says "not the primary (any more)" or "unreachable", the connection is dropped
@@ -32,6 +34,7 @@ pub mod module;
 pub mod replies;
 pub mod resp;
 pub mod streams;
+pub mod subscriber;
 pub mod target;
 
 use std::cell::{Cell, RefCell};

@@ -183,6 +183,12 @@ impl Context {
             .collect()
     }
 
+    /// The channel the module pushes the node's new inbox entries to on a standalone
+    /// server (next to its inbox: partition 0's).
+    pub fn live_channel(&self) -> String {
+        PartitionKeys::new(self.shared.layout.tag(0)).live(&self.node)
+    }
+
     /// A fresh connection sequence number and its id (`<node>.<seq>`).
     pub fn next_conn(&self) -> (u64, String) {
         let seq = self.next_seq.get() + 1;

@@ -3,17 +3,19 @@
 //!
 //! # Layout
 //!
-//! - this file: [`run`] (the reader for the deployment: one `XREAD` loop on a standalone
+//! - this file: [`run`] (the reader for the deployment: one subscriber on a standalone
 //!   server, one reader per shard under Redis Cluster).
-//! - [`standalone`]: `XREAD BLOCK` over the node's inbox.
+//! - [`standalone`]: live pushes of the node's inbox entries over a subscribed
+//!   connection, with the inbox stream read (`XRANGE`) on start, reconnect and gaps.
 //! - [`cluster`]: under Redis Cluster, one blocking `RC.READ` per shard, regrouped when
 //!   the slot map changes.
-//! - [`delivery`]: what every reader shares — a read reply to the fan-out, read
+//! - [`delivery`]: what every reader shares — entries to the fan-out, read
 //!   positions lined up with a new server's streams, and read pacing.
 //! - [`liveness`]: the probe that proves the readers still receive what is routed.
 //!
-//! Readers have their own connections and pass the last id read per stream, never `$`
-//! after the first call, so nothing is skipped; on errors they reconnect with backoff.
+//! Readers have their own connections and keep the last id delivered per stream (never
+//! `$`), so nothing is skipped or delivered twice; on errors they reconnect with backoff
+//! and go on from there.
 
 pub mod cluster;
 pub mod delivery;
@@ -25,8 +27,8 @@ use std::rc::Rc;
 use crate::context::Context;
 use crate::inbox::liveness::Liveness;
 
-/// Runs until aborted: one reader over the node's inbox on a standalone server, one per
-/// shard under Redis Cluster.
+/// Runs until aborted: one subscriber over the node's inbox on a standalone server, one
+/// reader per shard under Redis Cluster.
 pub async fn run(ctx: Rc<Context>, liveness: Rc<Liveness>) {
     if ctx.shared().cluster {
         cluster::run(&ctx, &liveness).await

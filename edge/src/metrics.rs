@@ -45,6 +45,15 @@ pub struct WorkerMetrics {
     pub primary_lookups: AtomicU64,
     /// Inbox reader restarts because its liveness probe did not come back in time.
     pub reader_restarts: AtomicU64,
+    /// Gaps in the live push of the inbox filled from the inbox stream: a push whose
+    /// previous entry was not the last one delivered, or a reconnect that found entries
+    /// appended while the subscriber was away.
+    pub inbox_gaps_filled: AtomicU64,
+    /// Inbox entries delivered from the stream because their push was missed (read on
+    /// a reconnect or to fill a gap).
+    pub inbox_entries_recovered: AtomicU64,
+    /// Times the inbox subscriber connection ended and was opened again.
+    pub inbox_resubscribes: AtomicU64,
     /// Round-trip time of Redis commands.
     pub redis_rtt: Histogram,
 }
@@ -75,7 +84,7 @@ type CounterField = fn(&WorkerMetrics) -> &AtomicU64;
 
 /// The plain counters: exported name (without prefix and `_total`), help text and field,
 /// in output order. One table so a new counter cannot be half-exported.
-const COUNTERS: [(&str, &str, CounterField); 14] = [
+const COUNTERS: [(&str, &str, CounterField); 17] = [
     ("connections_opened", "Client connections accepted.", |m| {
         &m.connections_opened
     }),
@@ -127,6 +136,21 @@ const COUNTERS: [(&str, &str, CounterField); 14] = [
         "reader_restarts",
         "Inbox reader restarts after a liveness probe did not come back.",
         |m| &m.reader_restarts,
+    ),
+    (
+        "inbox_gaps_filled",
+        "Gaps in the live inbox push (missed pushes) filled from the inbox stream.",
+        |m| &m.inbox_gaps_filled,
+    ),
+    (
+        "inbox_entries_recovered",
+        "Inbox entries read from the stream because their push was missed.",
+        |m| &m.inbox_entries_recovered,
+    ),
+    (
+        "inbox_resubscribes",
+        "Inbox subscriber connections ended and opened again.",
+        |m| &m.inbox_resubscribes,
     ),
 ];
 

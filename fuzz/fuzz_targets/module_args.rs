@@ -50,9 +50,19 @@ fn check(p: &Partitioner, command: &Command<'_>) {
             id_ok(c.node);
             assert!((1..=MAX_LEASE_MS).contains(&c.ttl_ms));
         }
+        Command::NodeLeaseAll(c) => {
+            id_ok(c.node);
+            assert!((1..=MAX_LEASE_MS).contains(&c.ttl_ms));
+        }
         Command::NodeDown(c) => {
             assert!(c.partition < p.count());
             id_ok(c.node);
+        }
+        Command::Probe(c) => {
+            assert!(c.partition < p.count());
+            id_ok(c.node);
+            let token = std::str::from_utf8(c.token).ok().and_then(|t| t.parse::<i64>().ok());
+            assert!(token.is_some_and(|t| t >= 0), "bad probe token {:?}", c.token);
         }
         Command::Connect(c) => {
             name_ok(p, &c.user);

@@ -11,7 +11,7 @@ use roomcast_common::codes::Code;
 use roomcast_common::keys::{pair, PartitionKeys};
 
 use crate::args::{code_error, err};
-use crate::inbox::{self, Entry};
+use crate::inbox::Entry;
 use crate::ops;
 
 /// Stored value of a user's connection: `node`, or `node meta-json`.
@@ -151,7 +151,7 @@ pub fn tell_user(
 ) -> Result<(usize, usize), RedisError> {
     let (connections, nodes) = user_nodes(ctx, keys, user)?;
     for node in &nodes {
-        entry.append_to(ctx, &inbox::key_for(keys, node)?)?;
+        entry.route_to(ctx, keys, node)?;
     }
     Ok((connections, nodes.len()))
 }

@@ -3,7 +3,9 @@
 //!
 //! `RC.INFO` counts them when asked; the `INFO roomcast` section cannot (an INFO
 //! callback may not open keys), so the module timer ([`crate::sweep`]) takes a census
-//! every second with [`refresh`] and the section shows the last one ([`last`]).
+//! with [`refresh`], at most once a second and only when a keyspace event said the
+//! dataset changed ([`crate::sweep_memory`]), and the section shows the last one
+//! ([`last`]).
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -57,14 +59,14 @@ static LAST: LastCensus = LastCensus {
     rooms: AtomicU64::new(0),
 };
 
-/// Takes a census and keeps it for [`last`] (called by the module timer); a failed
-/// census keeps the previous one.
-pub fn refresh(ctx: &Context) {
-    if let Ok(c) = census(ctx) {
-        LAST.nodes.store(c.nodes, Ordering::Relaxed);
-        LAST.connections.store(c.connections, Ordering::Relaxed);
-        LAST.rooms.store(c.rooms, Ordering::Relaxed);
-    }
+/// Takes a census and keeps it for [`last`] (called by the module timer when the
+/// dataset changed); false when it failed, keeping the previous one.
+pub fn refresh(ctx: &Context) -> bool {
+    let Ok(c) = census(ctx) else { return false };
+    LAST.nodes.store(c.nodes, Ordering::Relaxed);
+    LAST.connections.store(c.connections, Ordering::Relaxed);
+    LAST.rooms.store(c.rooms, Ordering::Relaxed);
+    true
 }
 
 /// The last census the timer took (all zero before the first).

@@ -6,6 +6,12 @@
 //! `XADD` carrying the concrete id the primary generated (and, when the approximate
 //! trim removed entries, `MAXLEN =` the exact length kept), so replicas and the AOF
 //! hold exactly the primary's entries.
+//!
+//! On a standalone server every inbox append is also pushed, in the same command, to the
+//! node's live channel (see [`crate::live`]): the edge delivers from the push and reads
+//! the stream only to recover. The push is not replicated (replicas have no edge
+//! subscribers; they get the `XADD`). Under Redis Cluster nothing is pushed: edges read
+//! there with `RC.READ`.
 
 use std::os::raw::c_int;
 
@@ -13,9 +19,12 @@ use redis_module::raw::{self, KeyType, RedisModuleStreamID};
 use redis_module::{Context, RedisError, RedisString};
 use roomcast_common::entry::{self, Kind};
 use roomcast_common::keys::PartitionKeys;
+use roomcast_common::push;
+use roomcast_common::stream_id::StreamId;
 
 use crate::args::{coded, err};
 use crate::config;
+use crate::live;
 use crate::ops::RawKey;
 use crate::state::{layout, ROUTED};
 
@@ -41,6 +50,9 @@ pub fn key_for(keys: &PartitionKeys, node: &str) -> Result<String, RedisError> {
 pub struct Entry {
     /// Field/value pairs, starting with `kind`.
     fields: Vec<RedisString>,
+    /// The same pairs packed for a live push ([`push::pack_fields`]), once for every
+    /// inbox the entry goes to.
+    packed: Vec<u8>,
 }
 
 impl Entry {
@@ -50,8 +62,13 @@ impl Entry {
         let flat = entry::encode(kind, values)
             .ok_or_else(|| err("internal: inbox entry has the wrong number of fields"))?;
         let mut fields = Vec::with_capacity(2 + 2 * values.len());
-        fields.extend(flat.map(|bytes| RedisString::create_from_slice(ctx.get_raw(), bytes)));
-        Ok(Self { fields })
+        let mut packed =
+            Vec::with_capacity(16 + values.iter().map(|v| v.len() + 12).sum::<usize>());
+        for bytes in flat {
+            push::pack_fields([bytes], &mut packed);
+            fields.push(RedisString::create_from_slice(ctx.get_raw(), bytes));
+        }
+        Ok(Self { fields, packed })
     }
 
     /// An entry with arbitrary field/value pairs (room history entries).
@@ -61,28 +78,85 @@ impl Entry {
             fields.push(ctx.create_string(*name));
             fields.push(RedisString::create_from_slice(ctx.get_raw(), value));
         }
-        Self { fields }
+        Self {
+            fields,
+            packed: Vec::new(),
+        }
     }
 
-    /// Appends the entry to the inbox stream `key` and replicates the append.
-    pub fn append_to(&self, ctx: &Context, key: &str) -> Result<(), RedisError> {
-        self.append(ctx, key, None, config::get(&config::INBOX_MAXLEN))?;
+    /// Routes the entry to `node`: appends it to the node's inbox for partition `keys`
+    /// (see [`Entry::write_inbox`]) and counts it as routed.
+    pub fn route_to(
+        &self,
+        ctx: &Context,
+        keys: &PartitionKeys,
+        node: &str,
+    ) -> Result<(), RedisError> {
+        self.write_inbox(ctx, keys, node)?;
         ROUTED.add(1);
         Ok(())
     }
 
+    /// Appends the entry to `node`'s inbox stream for partition `keys` ([`key_for`]),
+    /// trimmed to the configured cap, replicates the append and, on a standalone server,
+    /// pushes it to the node's live channel with the inbox's previous entry id.
+    pub fn write_inbox(
+        &self,
+        ctx: &Context,
+        keys: &PartitionKeys,
+        node: &str,
+    ) -> Result<(), RedisError> {
+        let maxlen = config::get(&config::INBOX_MAXLEN);
+        if !shared() {
+            return self.append(ctx, &keys.inbox(node), None, maxlen).map(drop);
+        }
+        let shared_keys = layout()?.keys(0)?;
+        let (id, prev) = self.append_reading_prev(ctx, &shared_keys.inbox(node), maxlen)?;
+        live::publish(ctx, &shared_keys.live(node), id, prev, &self.packed)
+    }
+
     /// Appends the entry to stream `key` — with the given id, or a generated one — trims
-    /// it to about `maxlen` entries (0: no trim), and replicates the append.
+    /// it to about `maxlen` entries (0: no trim), and replicates the append. Returns the
+    /// new entry's id.
     pub fn append(
         &self,
         ctx: &Context,
         key: &str,
         id: Option<RedisModuleStreamID>,
         maxlen: i64,
-    ) -> Result<(), RedisError> {
+    ) -> Result<StreamId, RedisError> {
+        self.append_with(ctx, key, id, maxlen, false)
+            .map(|(id, _)| id)
+    }
+
+    /// [`Entry::append`] with a generated id, also returning the id of the stream's
+    /// entry before the new one (`0-0`: none), for the live push.
+    fn append_reading_prev(
+        &self,
+        ctx: &Context,
+        key: &str,
+        maxlen: i64,
+    ) -> Result<(StreamId, StreamId), RedisError> {
+        self.append_with(ctx, key, None, maxlen, true)
+    }
+
+    /// Appends, trims and replicates; reads the previous id when `read_prev`.
+    fn append_with(
+        &self,
+        ctx: &Context,
+        key: &str,
+        id: Option<RedisModuleStreamID>,
+        maxlen: i64,
+        read_prev: bool,
+    ) -> Result<(StreamId, StreamId), RedisError> {
         let key_name = ctx.create_string(key);
-        let (id, kept_after_trim) = raw_append(ctx, &key_name, &self.fields, id, maxlen)?;
-        let id = ctx.create_string(format!("{}-{}", id.ms, id.seq));
+        let added = raw_append(ctx, &key_name, &self.fields, id, maxlen, read_prev)?;
+        let kept_after_trim = added.kept;
+        let new_id = StreamId {
+            ms: added.id.ms,
+            seq: added.id.seq,
+        };
+        let id = ctx.create_string(new_id.to_string());
 
         let mut args: Vec<&RedisString> = Vec::with_capacity(4 + self.fields.len());
         args.push(&key_name);
@@ -98,19 +172,31 @@ impl Entry {
         args.push(&id);
         args.extend(self.fields.iter());
         ctx.replicate("XADD", args.as_slice());
-        Ok(())
+        Ok((new_id, added.prev))
     }
 }
 
+/// What [`raw_append`] did.
+struct Appended {
+    /// The new entry's id.
+    id: RedisModuleStreamID,
+    /// The id of the stream's last entry before the append (`0-0`: none).
+    prev: StreamId,
+    /// The stream's length after trimming, when entries were trimmed.
+    kept: Option<usize>,
+}
+
 /// `XADD key <id|*> fields…` through `RM_StreamAdd`, then an approximate trim to
-/// `maxlen`. Returns the new entry's id and, when entries were trimmed, the length kept.
+/// `maxlen`; with `read_prev`, reads the stream's last id first (see [`live::last_id`];
+/// else the previous id reads as `0-0`).
 fn raw_append(
     ctx: &Context,
     key_name: &RedisString,
     fields: &[RedisString],
     given_id: Option<RedisModuleStreamID>,
     maxlen: i64,
-) -> Result<(RedisModuleStreamID, Option<usize>), RedisError> {
+    read_prev: bool,
+) -> Result<Appended, RedisError> {
     let missing = || err("internal: the stream API is not available in this Redis");
     // SAFETY: function pointers are set by Redis at module load and never change.
     let (add, trim) = unsafe {
@@ -127,6 +213,12 @@ fn raw_append(
             "an inbox key holds something other than a stream",
         ));
     }
+
+    let prev = if read_prev && kind == KeyType::Stream {
+        live::last_id(&key)?
+    } else {
+        StreamId::default()
+    };
 
     let mut argv: Vec<*mut raw::RedisModuleString> = fields.iter().map(|f| f.inner).collect();
     let mut id = given_id.unwrap_or(RedisModuleStreamID { ms: 0, seq: 0 });
@@ -155,5 +247,5 @@ fn raw_append(
             kept = Some(key.value_length());
         }
     }
-    Ok((id, kept))
+    Ok(Appended { id, prev, kept })
 }

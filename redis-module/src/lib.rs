@@ -23,6 +23,9 @@
 //!
 //! - [`config`]: policies as native module configs (`roomcast.*`).
 //! - [`state`]: the partition layout fixed at load, and activity counters.
+//! - [`sweep_memory`]: what the sweep and the gauges remember between ticks (the
+//!   earliest lease expiry per partition, pending removals), and the events that make
+//!   it forget.
 //! - [`args`]: error replies (`ERR`, and the module's codes: `NOLEASE`, `TOOLARGE`, …)
 //!   and the bridge from the argument parsers to them.
 //! - [`ops`]: replicated writes and low-level reads of plain Redis values.
@@ -30,8 +33,11 @@
 //!   count for `INFO roomcast`.
 //! - [`era`]: which primary run writes room positions; a new one starts new epochs.
 //! - [`inbox`]: the publish hot path: low-level `XADD` into node inboxes + replication.
+//! - [`live`]: on a standalone server, the push of every inbox append to the node's
+//!   live channel (`RM_PublishMessage`), with the inbox's previous entry id.
 //! - [`history`]: room history: offsets, retained messages, replay for gapless joins.
-//! - [`leases`]: whether a node holds a lease (`NOLEASE` when it must and does not).
+//! - [`leases`]: taking and renewing leases (low-level, replicated as `HSET` with the
+//!   absolute expiry), and whether a node holds one (`NOLEASE` when it must and does not).
 //! - [`connections`]: presence: a user's connections and the nodes holding them.
 //! - [`room_membership`]: joins and leaves (with their events) and a room's nodes.
 //! - [`node_removal`]: removing a node's connections and memberships in bounded slices.
@@ -53,12 +59,14 @@ pub mod gauges;
 pub mod history;
 pub mod inbox;
 pub mod leases;
+pub mod live;
 pub mod node_removal;
 pub mod ops;
 pub mod room_membership;
 pub mod sender;
 pub mod state;
 pub mod sweep;
+pub mod sweep_memory;
 
 use redis_module::configuration::ConfigurationFlags;
 use redis_module::{
@@ -66,7 +74,7 @@ use redis_module::{
 };
 use roomcast_common::partition::MAX_PARTITIONS;
 
-use commands::{info, kick, node, presence, publish, read, rooms, throttle};
+use commands::{info, kick, node, presence, probe, publish, read, rooms, throttle};
 use config::defaults;
 
 /// Builds the partition layout and starts the sweep timer once configs are loaded.
@@ -127,7 +135,11 @@ redis_module! {
         ["rc.throttle", throttle::throttle, "write deny-oom fast", 1, 1, 1, ""],
         ["rc.history", history::history_command, "readonly", 1, 1, 1, ""],
         ["rc.read", read::read, "readonly", 1, 1, 1, ""],
+        ["rc.probe", probe::probe, "write fast", 1, 1, 1, ""],
         ["rc.info", rc_info, "readonly", 0, 0, 0, ""],
+    ],
+    event_handlers: [
+        [@HASH @SET @NEW: sweep_memory::on_keyspace_event],
     ],
     configurations: [
         i64: [

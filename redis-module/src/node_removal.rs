@@ -32,7 +32,7 @@ use roomcast_common::keys::{pair, split_pair, PartitionKeys};
 use crate::connections::split_conn_value;
 use crate::leases::{holds_any_lease, holds_lease};
 use crate::room_membership::remove_membership;
-use crate::{inbox, ops};
+use crate::{inbox, ops, sweep_memory};
 
 /// Main-thread time one removal slice may use (a sweep tick, or an `RC.NODE.DOWN`).
 pub const SLICE: Duration = Duration::from_micros(500);
@@ -95,6 +95,7 @@ pub fn start_removal(
     ops::write(ctx, "HDEL", &[keys.nodes().as_bytes(), node.as_bytes()])?;
     if memberships + connections > 0 {
         ops::write(ctx, "SADD", &[keys.draining().as_bytes(), node.as_bytes()])?;
+        sweep_memory::removal_started(keys.prefix());
     }
     delete_inbox_if_unleased(ctx, keys, node)?;
     Ok(Removed {

@@ -16,7 +16,7 @@ use roomcast_common::entry::Kind;
 use roomcast_common::keys::{pair, split_pair, PartitionKeys};
 
 use crate::args::err;
-use crate::inbox::{self, Entry};
+use crate::inbox::Entry;
 use crate::ops;
 
 /// The nodes with members in a room and how many connections each holds there.
@@ -43,7 +43,7 @@ fn tell_room(
     entry: &Entry,
 ) -> Result<(), RedisError> {
     for (node, _) in room_nodes(ctx, keys, room)? {
-        entry.append_to(ctx, &inbox::key_for(keys, &node)?)?;
+        entry.route_to(ctx, keys, &node)?;
     }
     Ok(())
 }

@@ -19,7 +19,7 @@ use roomcast_common::keys::PartitionKeys;
 
 use crate::args::{code_error, err};
 use crate::connections;
-use crate::inbox::{self, Entry};
+use crate::inbox::Entry;
 use crate::state::{layout, BANNED, LIMITED};
 use crate::{config, ops};
 
@@ -218,7 +218,7 @@ fn kick_everywhere(
         (user_keys, connections::user_nodes(ctx, user_keys, user)?.1)
     };
     for node in nodes {
-        entry.append_to(ctx, &inbox::key_for(keys, &node)?)?;
+        entry.route_to(ctx, keys, &node)?;
     }
     Ok(())
 }

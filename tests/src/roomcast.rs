@@ -60,6 +60,13 @@ pub fn inbox_key(node: &str) -> String {
     PartitionKeys::new(p.tag(0)).inbox(node)
 }
 
+/// The channel the module pushes `node`'s new inbox entries to on a standalone server
+/// (next to its inbox: partition 0's `{tag}:live:<node>`).
+pub fn live_channel(node: &str) -> String {
+    let p = layout(16);
+    PartitionKeys::new(p.tag(0)).live(node)
+}
+
 /// Every entry of node `node`'s inbox that concerns `name` (a room or user, or any entry
 /// when `name` is empty). The name picks the entries, since one inbox serves every
 /// partition on a standalone server.

@@ -271,7 +271,8 @@ fn row23b_a_silently_starved_reader_is_restarted_by_its_probe_and_loses_nothing(
     let _turn = roomcast_tests::serial();
     let redis = Redis::start(MODULE);
     let upstream: SocketAddr = format!("127.0.0.1:{}", redis.port).parse().expect("addr");
-    let proxy = Proxy::start(upstream, b"XREAD");
+    // The inbox reader's subscriber connection (the one the live pushes arrive on).
+    let proxy = Proxy::start(upstream, b"SUBSCRIBE");
     let edge = Edge::start_on(
         &format!("redis://{}/", proxy.addr),
         "fz",
@@ -284,7 +285,7 @@ fn row23b_a_silently_starved_reader_is_restarted_by_its_probe_and_loses_nothing(
     while proxy.marked() == 0 {
         assert!(
             Instant::now() < deadline,
-            "the inbox reader never sent XREAD"
+            "the inbox reader never sent SUBSCRIBE"
         );
         thread::sleep(Duration::from_millis(20));
     }

@@ -519,6 +519,16 @@ fn expired_leases_are_swept_on_each_shard() {
             )
         })
         .collect();
+    // The lease in every partition at once needs every partition on one server:
+    // refused under Cluster, where each partition's lease goes to its own shard.
+    let owner = cluster.owner_of_key("n3");
+    let refused = run(&mut cluster.conn(owner), &["RC.NODE.LEASE", "n3", "300"])
+        .expect_err("the partition-less lease under Cluster");
+    assert!(
+        error_text(&refused).contains("under Redis Cluster renew each partition"),
+        "{}",
+        error_text(&refused)
+    );
     let mut leased_at = BTreeMap::new();
     for (master, room) in &shards {
         let mut c = cluster.conn(*master);

@@ -197,10 +197,18 @@ fn bad_arguments_get_useful_errors() {
         .cmd(&mut c, &["RC.NODE.LEASE", "lobby", "n1", "10000"])
         .unwrap();
     let cases: &[(&[&str], &str)] = &[
+        (&["RC.NODE.LEASE", "lobby"], "wrong number of arguments"),
         (
-            &["RC.NODE.LEASE", "lobby", "n1"],
+            &["RC.NODE.LEASE", "lobby", "n1", "10000", "x"],
             "wrong number of arguments",
         ),
+        // Two arguments are the partition-less form: `node ttl_ms`.
+        (
+            &["RC.NODE.LEASE", "lobby", "n1"],
+            "ttl_ms must be an integer",
+        ),
+        (&["RC.NODE.LEASE", "n:1", "100"], "invalid node id"),
+        (&["RC.NODE.LEASE", "n1", "0"], "ttl_ms must be between"),
         (
             &["RC.NODE.LEASE", "lobby", "n1", "soon"],
             "ttl_ms must be an integer",

@@ -35,6 +35,7 @@ const COMMANDS: &[&str] = &[
     "RC.THROTTLE",
     "RC.HISTORY",
     "RC.READ",
+    "RC.PROBE",
     "RC.INFO",
 ];
 
@@ -185,6 +186,8 @@ fn slot(rng: &mut StdRng, kind: &str) -> Vec<u8> {
 /// A structured argv for `name`: the right slots, optional keywords, sometimes mutated.
 fn structured(rng: &mut StdRng, name: &str) -> Vec<Vec<u8>> {
     let (fixed, options): (&[&str], &[(&str, &str)]) = match name {
+        // Both forms: one partition, or every partition (no partition argument).
+        "RC.NODE.LEASE" if rng.random_bool(0.3) => (&["node", "ttl"], &[]),
         "RC.NODE.LEASE" => (&["room", "node", "ttl"], &[]),
         "RC.NODE.DOWN" => (&["room", "node"], &[]),
         "RC.CONNECT" => (&["user", "node", "conn"], &[("META", "json")]),

@@ -2,9 +2,11 @@
 
 use std::time::{Duration, Instant};
 
+use redis::Connection;
+use roomcast_common::keys::PartitionKeys;
 use roomcast_tests::reply::{int, ints, strings};
-use roomcast_tests::roomcast::{inbox, keys_of};
-use roomcast_tests::Redis;
+use roomcast_tests::roomcast::{inbox, keys_of, layout};
+use roomcast_tests::{info_value, Redis};
 
 #[test]
 fn an_expired_node_is_swept_with_leave_events() {
@@ -173,4 +175,245 @@ fn node_down_removes_a_node_at_once() {
             .unwrap()),
         1
     );
+}
+
+/// Redis's clock, in Unix ms.
+fn server_ms(c: &mut Connection) -> i64 {
+    let (secs, micros): (i64, i64) = redis::cmd("TIME").query(c).unwrap();
+    secs * 1000 + micros / 1000
+}
+
+/// `n1`'s lease expiry in every partition, in partition order.
+fn expiries(c: &mut Connection, node: &str) -> Vec<i64> {
+    let p = layout(16);
+    (0..p.count())
+        .map(|i| {
+            let at: String = redis::cmd("HGET")
+                .arg(PartitionKeys::new(p.tag(i)).nodes())
+                .arg(node)
+                .query(c)
+                .unwrap();
+            at.parse().unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn one_command_leases_every_partition() {
+    let redis = Redis::start(&[]);
+    let mut c = redis.conn();
+    let before = server_ms(&mut c);
+    // New everywhere: every partition is named.
+    assert_eq!(
+        ints(
+            &redis
+                .cmd(&mut c, &["RC.NODE.LEASE", "n1", "60000"])
+                .unwrap()
+        ),
+        (0..16).collect::<Vec<i64>>()
+    );
+    let after = server_ms(&mut c);
+    // One absolute expiry, the same in every partition.
+    let at = expiries(&mut c, "n1");
+    assert!(at.windows(2).all(|w| w[0] == w[1]), "{at:?}");
+    assert!(
+        (before + 60_000..=after + 60_000).contains(&at[0]),
+        "{at:?} not in {before}..{after} + 60000"
+    );
+    // Renewed everywhere: nothing new, later expiries.
+    std::thread::sleep(Duration::from_millis(20));
+    assert!(ints(
+        &redis
+            .cmd(&mut c, &["RC.NODE.LEASE", "n1", "60000"])
+            .unwrap()
+    )
+    .is_empty());
+    assert!(expiries(&mut c, "n1").iter().all(|&later| later > at[0]));
+    // The node may register in any partition.
+    redis
+        .cmd(&mut c, &["RC.CONNECT", "ann", "n1", "a1"])
+        .unwrap();
+    redis
+        .cmd(&mut c, &["RC.JOIN", "lobby", "n1", "a1", "ann"])
+        .unwrap();
+    // Lost in one partition: only that one comes back as new.
+    redis.cmd(&mut c, &["RC.NODE.DOWN", "lobby", "n1"]).unwrap();
+    let lobby = i64::from(layout(16).partition_of(b"lobby"));
+    assert_eq!(
+        ints(
+            &redis
+                .cmd(&mut c, &["RC.NODE.LEASE", "n1", "60000"])
+                .unwrap()
+        ),
+        [lobby]
+    );
+    // And a renewal of a partition by the one-partition form still answers 0.
+    assert_eq!(
+        int(&redis
+            .cmd(&mut c, &["RC.NODE.LEASE", "lobby", "n1", "60000"])
+            .unwrap()),
+        0
+    );
+}
+
+/// Waits until `n2` is swept from `room` (its member `c2` gone, its lease deleted) and
+/// returns how long after `expires` (server ms) that was seen; fails past `limit`.
+fn swept_after(c: &mut Connection, room: &str, expires: i64, limit: Duration) -> i64 {
+    let keys = keys_of(room);
+    loop {
+        let members = strings(&roomcast_tests::run(c, &["RC.MEMBERS", room]).unwrap());
+        let leased: bool = redis::cmd("HEXISTS")
+            .arg(keys.nodes())
+            .arg("n2")
+            .query(c)
+            .unwrap();
+        let late = server_ms(c) - expires;
+        if !leased && !members.iter().any(|m| m == "c2") {
+            return late;
+        }
+        assert!(
+            late < limit.as_millis() as i64,
+            "{room}: n2 not swept {late} ms after its expiry: {members:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Gives `n2` a member in `room`, with `lease` (which returns the expiry it set), and
+/// checks the sweep removes it within a few ticks of that expiry — well before the
+/// sweep's 10 s full rescan, so only the memory's own rules can have caught it.
+fn expires_on_time(c: &mut Connection, room: &str, lease: impl FnOnce(&mut Connection) -> i64) {
+    let keys = keys_of(room);
+    roomcast_tests::run(c, &["RC.NODE.LEASE", room, "n2", "3600000"]).unwrap();
+    roomcast_tests::run(c, &["RC.JOIN", room, "n2", "c2", "cat"]).unwrap();
+    // Let the sweep learn the far expiry first.
+    std::thread::sleep(Duration::from_millis(300));
+    let expires = lease(c);
+    let late = swept_after(c, room, expires, Duration::from_millis(2000));
+    assert!(late >= 0, "{room}: swept {late} ms before its expiry");
+    let kept: bool = redis::cmd("HEXISTS")
+        .arg(keys.nodes())
+        .arg("n1")
+        .query(c)
+        .unwrap();
+    assert!(kept, "{room}: n1's lease must stay");
+}
+
+#[test]
+fn an_expiry_is_never_missed_whatever_wrote_the_lease() {
+    let redis = Redis::start(&[]);
+    let mut c = redis.conn();
+    redis
+        .cmd(&mut c, &["RC.NODE.LEASE", "n1", "3600000"])
+        .unwrap();
+
+    // A shorter lease through the module.
+    expires_on_time(&mut c, "r1", |c| {
+        let at = server_ms(c) + 300;
+        roomcast_tests::run(c, &["RC.NODE.LEASE", "r1", "n2", "300"]).unwrap();
+        at
+    });
+    // The lease table written by another client (`HSET`), in a transaction.
+    expires_on_time(&mut c, "r2", |c| {
+        let at = server_ms(c) + 300;
+        redis::pipe()
+            .atomic()
+            .hset(keys_of("r2").nodes(), "n2", at)
+            .query::<()>(c)
+            .unwrap();
+        at
+    });
+    // Deleted and rebuilt by another client, through a script.
+    expires_on_time(&mut c, "r3", |c| {
+        let at = server_ms(c) + 300;
+        redis::cmd("EVAL")
+            .arg(
+                "local far = redis.call('HGET', KEYS[1], 'n1') \
+                 redis.call('DEL', KEYS[1]) \
+                 redis.call('HSET', KEYS[1], 'n1', far, 'n2', ARGV[1])",
+            )
+            .arg(1)
+            .arg(keys_of("r3").nodes())
+            .arg(at)
+            .query::<()>(c)
+            .unwrap();
+        at
+    });
+    // Replaced whole by `RENAME`.
+    expires_on_time(&mut c, "r4", |c| {
+        let at = server_ms(c) + 300;
+        let table = keys_of("r4").nodes();
+        let far: String = redis::cmd("HGET").arg(&table).arg("n1").query(c).unwrap();
+        redis::cmd("HSET")
+            .arg("scratch")
+            .arg("n1")
+            .arg(far)
+            .arg("n2")
+            .arg(at)
+            .query::<()>(c)
+            .unwrap();
+        redis::cmd("RENAME")
+            .arg("scratch")
+            .arg(&table)
+            .query::<()>(c)
+            .unwrap();
+        at
+    });
+    // Through a reload from disk (`DEBUG RELOAD`: the memory is forgotten).
+    expires_on_time(&mut c, "r5", |c| {
+        let at = server_ms(c) + 500;
+        roomcast_tests::run(c, &["RC.NODE.LEASE", "r5", "n2", "500"]).unwrap();
+        redis::cmd("DEBUG").arg("RELOAD").query::<()>(c).unwrap();
+        at
+    });
+    // After `FLUSHALL`, leases taken again.
+    redis.cmd(&mut c, &["FLUSHALL"]).unwrap();
+    redis
+        .cmd(&mut c, &["RC.NODE.LEASE", "n1", "3600000"])
+        .unwrap();
+    expires_on_time(&mut c, "r6", |c| {
+        let at = server_ms(c) + 300;
+        roomcast_tests::run(c, &["RC.NODE.LEASE", "r6", "n2", "300"]).unwrap();
+        at
+    });
+}
+
+/// Keyspace lookups so far (`keyspace_hits` + `keyspace_misses`): the module's reads
+/// count there, client commands aside.
+fn lookups(c: &mut Connection) -> u64 {
+    let info: String = redis::cmd("INFO").arg("stats").query(c).unwrap();
+    ["keyspace_hits", "keyspace_misses"]
+        .iter()
+        .map(|name| info_value(&info, name).parse::<u64>().unwrap())
+        .sum()
+}
+
+#[test]
+fn an_idle_sweep_reads_no_key() {
+    let redis = Redis::start(&[]);
+    let mut c = redis.conn();
+    for node in ["n1", "n2"] {
+        redis
+            .cmd(&mut c, &["RC.NODE.LEASE", node, "3600000"])
+            .unwrap();
+    }
+    redis
+        .cmd(&mut c, &["RC.CONNECT", "ann", "n1", "a1"])
+        .unwrap();
+    redis
+        .cmd(&mut c, &["RC.JOIN", "lobby", "n1", "a1", "ann"])
+        .unwrap();
+    // The first ticks scan every partition and count the gauges; then nothing is due.
+    std::thread::sleep(Duration::from_millis(2200));
+    let before = lookups(&mut c);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        lookups(&mut c),
+        before,
+        "the sweep read keys while nothing was due"
+    );
+    // The gauges were counted once the dataset changed.
+    let info: String = redis::cmd("INFO").arg("roomcast").query(&mut c).unwrap();
+    assert_eq!(info_value(&info, "roomcast_nodes"), "2");
+    assert_eq!(info_value(&info, "roomcast_connections"), "1");
 }

@@ -380,6 +380,7 @@ fn row16_every_write_command_reaches_a_replica_byte_equal() {
         (&["RC.PUBLISH", "lobby", "x", "FROM", "dan"], false),
         (&["RC.PUBLISH", "lobby", "x", "FROM", "dan"], false),
         (&["RC.KICK", "bob", "REASON", "bye"], true),
+        (&["RC.PROBE", "lobby", "n2", "1"], true),
         (&["RC.LEAVE", "lobby", "n2", "b2"], true),
         (&["RC.DISCONNECT", "bob", "n2", "b1"], true),
         (&["RC.NODE.DOWN", "lobby", "n1"], true),
@@ -476,6 +477,8 @@ fn row17_a_clock_shifted_replica_and_a_late_aof_replay_hold_the_same_state() {
     }
     // A lease that has run out on the replica's clock (3 s < 5 s) but not the primary's.
     steps.push(argv(&["RC.NODE.LEASE", "lobby", "n9", "3000"]));
+    // The one-command lease of every partition writes absolute expiries too.
+    steps.push(argv(&["RC.NODE.LEASE", "n8", hour]));
     steps.extend([
         argv(&["RC.CONNECT", "ann", "n1", "a1", "META", "{\"app\":\"web\"}"]),
         argv(&["RC.CONNECT", "bob", "n2", "b1"]),
@@ -703,12 +706,14 @@ fn row18_every_write_command_counts_as_a_change_to_save() {
         &["RC.NODE.LEASE", "lobby", "n1", "60000"],
         &["RC.NODE.LEASE", "bob", "n2", "60000"],
         &["RC.NODE.LEASE", "lobby", "n2", "60000"],
+        &["RC.NODE.LEASE", "n3", "60000"],
         &["RC.CONNECT", "bob", "n2", "b1"],
         &["RC.JOIN", "lobby", "n1", "a1", "ann"],
         &["RC.JOIN", "lobby", "n2", "b1", "bob"],
         &["RC.PUBLISH", "lobby", "hi"],
         &["RC.SEND", "bob", "psst"],
         &["RC.KICK", "bob"],
+        &["RC.PROBE", "lobby", "n2", "1"],
         &["RC.THROTTLE", "api", "5", "1", "60"],
         &["RC.LEAVE", "lobby", "n2", "b1"],
         &["RC.DISCONNECT", "bob", "n2", "b1"],

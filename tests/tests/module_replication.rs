@@ -51,10 +51,16 @@ const WRITES: &[&[&str]] = &[
     &["RC.PUBLISH", "lobby", "x", "FROM", "dan"],
     &["RC.PUBLISH", "lobby", "x", "FROM", "dan"],
     &["RC.KICK", "bob", "REASON", "bye"],
+    // The edge's liveness probe: appended (and pushed) like any inbox entry.
+    &["RC.PROBE", "lobby", "n2", "1"],
     &["RC.LEAVE", "lobby", "n2", "b2"],
     &["RC.LEAVE", "lobby", "n2", "b1"],
     &["RC.DISCONNECT", "bob", "n2", "b1"],
     &["RC.NODE.DOWN", "lobby", "n1"],
+    // The lease in every partition at once: new in lobby's partition (n1 just went
+    // down there), renewed in the others, each as an absolute expiry.
+    &["RC.NODE.LEASE", "n1", "60000"],
+    &["RC.NODE.LEASE", "n9", "60000"],
 ];
 
 /// What an edge or backend can observe: members, presence, history and inbox contents.
@@ -158,8 +164,8 @@ fn every_write_command_the_module_registers_is_covered_above() {
     let covered: std::collections::HashSet<String> =
         WRITES.iter().map(|step| step[0].to_lowercase()).collect();
     let writes = write_commands(&mut c);
-    // lease, down, connect, disconnect, join, leave, publish, send, kick, throttle.
-    assert_eq!(writes.len(), 10, "{writes:?}");
+    // lease, down, connect, disconnect, join, leave, publish, send, kick, throttle, probe.
+    assert_eq!(writes.len(), 11, "{writes:?}");
     let uncovered: Vec<_> = writes.iter().filter(|w| !covered.contains(*w)).collect();
     assert!(
         uncovered.is_empty(),

@@ -8,10 +8,11 @@
 
 use std::borrow::Cow;
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use redis::aio::MultiplexedConnection;
 use redis::{Cmd, RedisError, Value};
-use roomcast_common::entry::{Kind, DATA, KIND};
 use roomcast_common::partition::Partitioner;
 
 use crate::backend::replies::{parse_info, stored, History, Info, JoinReply};
@@ -49,6 +50,9 @@ pub struct Module {
     layout: Partitioner,
     /// Redis is a Redis Cluster: names are sent partition-tagged.
     cluster: bool,
+    /// The module refused the one-command lease as an arity error (a module older than
+    /// this edge): leases go one per partition, as under Cluster.
+    lease_each: Arc<AtomicBool>,
 }
 
 impl Module {
@@ -59,6 +63,7 @@ impl Module {
             node,
             layout,
             cluster,
+            lease_each: Arc::default(),
         }
     }
 
@@ -216,9 +221,26 @@ impl Module {
         })
     }
 
-    /// `RC.NODE.LEASE` in every partition, as one batch: the partitions where the lease
-    /// was new (the module had lost the node there).
+    /// The lease in every partition: the partitions where it was new (the module had
+    /// lost the node there). A standalone server holds every partition and renews them
+    /// all with one `RC.NODE.LEASE node ttl_ms`; under Redis Cluster each partition's
+    /// `RC.NODE.LEASE partition node ttl_ms` goes to its own slot, as one batch.
     pub async fn lease(&self, ttl_ms: u64) -> Result<Vec<u32>, RedisError> {
+        if !self.cluster && !self.lease_each.load(Ordering::Relaxed) {
+            let mut cmd = redis::cmd("RC.NODE.LEASE");
+            cmd.arg(&self.node).arg(ttl_ms);
+            match self.backend.run(&cmd).await {
+                Ok(reply) => return Ok(created_partitions(&reply)),
+                Err(e) if is_arity_error(&e) => {
+                    tracing::warn!(
+                        "the module does not know the one-command lease (older than this \
+                         edge); renewing each partition"
+                    );
+                    self.lease_each.store(true, Ordering::Relaxed);
+                }
+                Err(e) => return Err(e),
+            }
+        }
         let cmds: Vec<Cmd> = (0..self.layout.count())
             .map(|p| {
                 let mut cmd = redis::cmd("RC.NODE.LEASE");
@@ -282,44 +304,20 @@ impl Module {
         cmd
     }
 
-    /// Appends liveness probe `token` to each of `inboxes` (capped at `maxlen` like the
-    /// module's own appends), as one batch.
-    pub async fn probe(
-        &self,
-        inboxes: &[String],
-        maxlen: u64,
-        token: &str,
-    ) -> Result<(), RedisError> {
-        let probes: Vec<Cmd> = inboxes
+    /// `RC.PROBE` of liveness probe `token` into the node's inbox of each of
+    /// `partitions`, as one batch: the module appends it like any entry (trimmed to its
+    /// cap) and, on a standalone server, pushes it, so reading it back proves the whole
+    /// delivery path.
+    pub async fn probe(&self, partitions: &[u32], token: &str) -> Result<(), RedisError> {
+        let probes: Vec<Cmd> = partitions
             .iter()
-            .map(|key| {
-                let mut cmd = redis::cmd("XADD");
-                cmd.arg(key)
-                    .arg("MAXLEN")
-                    .arg("~")
-                    .arg(maxlen)
-                    .arg("*")
-                    .arg(KIND)
-                    .arg(Kind::Probe.as_str())
-                    .arg(DATA)
-                    .arg(token);
+            .map(|p| {
+                let mut cmd = redis::cmd("RC.PROBE");
+                cmd.arg(self.partition_arg(*p)).arg(&self.node).arg(token);
                 cmd
             })
             .collect();
         self.backend.run_batch(probes).await.map(drop)
-    }
-
-    /// The module's inbox length cap (`roomcast.inbox-maxlen`), if it can be read.
-    pub async fn inbox_maxlen(&self) -> Option<u64> {
-        let mut cmd = redis::cmd("CONFIG");
-        cmd.arg("GET").arg("roomcast.inbox-maxlen");
-        match self.backend.run(&cmd).await {
-            Ok(Value::Array(v)) => v.get(1).and_then(|v| match v {
-                Value::BulkString(b) => std::str::from_utf8(b).ok()?.parse().ok(),
-                _ => None,
-            }),
-            _ => None,
-        }
     }
 
     /// `CLUSTER SLOTS`, as the shards serving the dataset's partitions.
@@ -346,9 +344,38 @@ pub async fn info(conn: &mut MultiplexedConnection) -> Result<Info, RedisError> 
     Ok(parse_info(&reply))
 }
 
+/// The partitions named by the one-command lease's reply (where the lease was new).
+fn created_partitions(reply: &Value) -> Vec<u32> {
+    match reply {
+        Value::Array(created) => created
+            .iter()
+            .filter_map(|v| match v {
+                Value::Int(p) => u32::try_from(*p).ok(),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Redis's own arity error: the command exists but not in that form.
+fn is_arity_error(e: &RedisError) -> bool {
+    e.code() == Some("ERR")
+        && e.detail()
+            .is_some_and(|d| d.contains("wrong number of arguments"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_one_command_lease_reply_names_the_new_partitions() {
+        let reply = Value::Array(vec![Value::Int(0), Value::Int(7), Value::Int(-1)]);
+        assert_eq!(created_partitions(&reply), [0, 7]);
+        assert!(created_partitions(&Value::Array(Vec::new())).is_empty());
+        assert!(created_partitions(&Value::Nil).is_empty());
+    }
 
     #[test]
     fn names_are_partition_tagged_only_under_cluster() {

@@ -1,20 +1,21 @@
-//! Reading the node's inbox streams: the readers' connections, the `XREAD` command, the
-//! shape of a read reply, and where a stream ends.
+//! Reading the node's inbox streams: the readers' connections, the shape of a read
+//! reply, the entries in it, and where a stream ends.
 //!
 //! Readers have connections of their own (a blocked read would stall the commands
 //! sharing a connection). `RC.READ`, the module's read under Redis Cluster, answers in
-//! `XREAD`'s shape, so one reply walker serves both (see [`crate::backend::module`] for
-//! the command).
+//! `XREAD`'s shape (see [`crate::backend::module`] for the command); the standalone
+//! reader's `XRANGE` replies list the same entries (see
+//! [`crate::backend::subscriber`]).
 
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Cmd, Value};
+use redis::{AsyncConnectionConfig, Value};
 use roomcast_common::entry::{self, Entry};
 
 use crate::backend::resp::{bytes, text};
 
-/// Entries fetched per read.
+/// Entries fetched per read (`RC.READ`, `XRANGE`).
 pub const COUNT: usize = 256;
 /// How long one read blocks, in milliseconds.
 pub const BLOCK_MS: u64 = 5_000;
@@ -24,18 +25,6 @@ pub fn reader_config() -> AsyncConnectionConfig {
     AsyncConnectionConfig::new()
         .set_connection_timeout(Some(Duration::from_secs(2)))
         .set_response_timeout(None)
-}
-
-/// `XREAD COUNT … BLOCK … STREAMS keys… ids…`: the next entries after `last_ids`.
-pub fn xread(keys: &[String], last_ids: &[String]) -> Cmd {
-    let mut cmd = redis::cmd("XREAD");
-    cmd.arg("COUNT")
-        .arg(COUNT)
-        .arg("BLOCK")
-        .arg(BLOCK_MS)
-        .arg("STREAMS");
-    cmd.arg(keys).arg(last_ids);
-    cmd
 }
 
 /// The streams of a read reply, `[[key, [[id, [f, v, …]], …]], …]` (nil on timeout):

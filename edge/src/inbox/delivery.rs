@@ -1,11 +1,12 @@
-//! What every inbox reader shares: handing a read reply to the fan-out, lining read
-//! positions up with a new server's streams, and pacing reads on a busy inbox.
+//! What every inbox reader shares: handing entries to the fan-out ([`Round`], and
+//! [`deliver`] for a whole read reply), lining read positions up with a new server's
+//! streams, and pacing blocking reads on a busy inbox.
 
 use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
 use redis::Value;
-use roomcast_common::entry::Kind;
+use roomcast_common::entry::{Entry, Kind};
 use roomcast_common::stream_id::StreamId;
 
 use crate::backend::streams::{decode, entry_parts, stream_ends, streams, COUNT};
@@ -18,7 +19,8 @@ use crate::inbox::liveness::Liveness;
 const SMALL_READ: usize = COUNT / 8;
 /// Two reads closer than this mean the inbox is busy.
 const BUSY_GAP: Duration = Duration::from_micros(500);
-/// Pause after a small read on a busy inbox. A blocked `XREAD` returns as soon as one
+/// Pause after a small read on a busy inbox (the blocking `RC.READ` under Redis Cluster;
+/// a standalone server pushes entries instead). A blocked read returns as soon as one
 /// entry arrives, so under steady load every read carries a single entry and Redis pays
 /// the whole read (and unblock) per message × node; waiting a moment lets entries
 /// accumulate, for at most this much extra latency.
@@ -90,6 +92,68 @@ fn stream_id(id: &str) -> (u64, u64) {
     (id.ms, id.seq)
 }
 
+/// One delivery round: entries that arrived together, handed to the fan-out one by one.
+///
+/// Starting a round closes the connections whose token has expired by now (everything
+/// delivered in it was published before it arrived); the round reports progress and
+/// probes to the liveness probe, and yields every [`CHUNK_BYTES`] so writers can flush
+/// during a large batch.
+pub struct Round<'a> {
+    ctx: &'a Context,
+    liveness: &'a Liveness,
+    /// When the round started.
+    now: Instant,
+    /// Bytes delivered since the last yield.
+    chunk: usize,
+    /// Entries delivered.
+    count: usize,
+    /// The stream whose progress was reported last (once per stream and round, not per
+    /// entry).
+    progressed: Option<usize>,
+}
+
+impl<'a> Round<'a> {
+    /// Starts a round.
+    pub fn start(ctx: &'a Context, liveness: &'a Liveness) -> Self {
+        ctx.next_round();
+        let now = Instant::now();
+        ctx.local.borrow_mut().expire(now);
+        Self {
+            ctx,
+            liveness,
+            now,
+            chunk: 0,
+            count: 0,
+            progressed: None,
+        }
+    }
+
+    /// Delivers `entry` of liveness stream `stream`. Cancel-safe between entries: the
+    /// entry is fanned out before the round yields.
+    pub async fn entry(&mut self, stream: usize, entry: &Entry<'_>) {
+        if self.progressed != Some(stream) {
+            self.liveness.progressed(stream, self.now);
+            self.progressed = Some(stream);
+        }
+        if entry.kind == Some(Kind::Probe) {
+            self.liveness.probe_seen(stream, entry.data);
+        }
+        self.chunk += entry.data.len() + 64;
+        self.count += 1;
+        fan_out(self.ctx, entry);
+        if self.chunk >= CHUNK_BYTES {
+            self.chunk = 0;
+            tokio::task::yield_now().await;
+            self.ctx.next_round();
+        }
+    }
+
+    /// Entries delivered so far.
+    pub fn count(&self) -> usize {
+        self.count
+    }
+}
+
 /// Handles one `XREAD` (or `RC.READ`) reply. `stream_nos[i]` is the liveness stream
 /// number of `keys[i]` (its index among all the node's inboxes). Returns the number of
 /// entries delivered.
@@ -104,41 +168,20 @@ pub async fn deliver(
     let Value::Array(_) = reply else {
         return 0;
     };
-    ctx.next_round();
-    // Everything in this reply was published before it arrived: close the connections
-    // whose token has expired by now first, so none of it reaches them.
-    let now = Instant::now();
-    ctx.local.borrow_mut().expire(now);
-    let mut chunk = 0usize;
-    let mut count = 0usize;
+    let mut round = Round::start(ctx, liveness);
     for (key, entries) in streams(reply) {
         let Some(index) = keys.iter().position(|k| k.as_bytes() == key) else {
             continue;
         };
         let stream = stream_nos.get(index).copied().unwrap_or(0);
-        if !entries.is_empty() {
-            // Progress for the liveness probe: once per stream and reply, not per entry.
-            liveness.progressed(stream, now);
-        }
         for (id, fields) in entries.iter().filter_map(entry_parts) {
             if let (Some(slot), Ok(id)) = (last_ids.get_mut(index), std::str::from_utf8(id)) {
                 *slot = id.to_string();
             }
-            let entry = decode(fields);
-            if entry.kind == Some(Kind::Probe) {
-                liveness.probe_seen(stream, entry.data);
-            }
-            chunk += entry.data.len() + 64;
-            count += 1;
-            fan_out(ctx, &entry);
-            if chunk >= CHUNK_BYTES {
-                chunk = 0;
-                tokio::task::yield_now().await;
-                ctx.next_round();
-            }
+            round.entry(stream, &decode(fields)).await;
         }
     }
-    count
+    round.count()
 }
 
 #[cfg(test)]

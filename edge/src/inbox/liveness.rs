@@ -3,9 +3,10 @@
 //! A reader can starve silently: its server was detached or demoted without closing the
 //! connection, a network path drops packets without a reset, or the primary moved while
 //! the blocked read waits on the old one. Nothing errors; messages simply stop. So every
-//! [`PROBE_EVERY`] the worker appends a `probe` entry to its own inbox through the
-//! command connection — which always goes to the current primary — and the reader
-//! reports each probe it reads back. When a probe stays unseen for [`STARVED_AFTER`]
+//! [`PROBE_EVERY`] the worker appends a `probe` entry to its own inbox with `RC.PROBE`
+//! through the command connection — which always goes to the current primary; the
+//! module appends it like any entry and, on a standalone server, pushes it — and the
+//! reader reports each probe it receives back. When a probe stays unseen for [`STARVED_AFTER`]
 //! while the reader read nothing else either, the reader is restarted: it drops its
 //! connection, looks the primary up again and goes on from the last entry it read.
 
@@ -26,10 +27,6 @@ pub const STARVED_AFTER: Duration = Duration::from_secs(3);
 /// Probes remembered at most (older ones are forgotten: the reader is restarted well
 /// before this many pile up).
 const MAX_PENDING: usize = 64;
-/// Every this many probes the inbox length cap is read again from the module config.
-const REFRESH_MAXLEN_EVERY: u64 = 60;
-/// The inbox cap assumed when the module config cannot be read (the module's default).
-const DEFAULT_MAXLEN: u64 = 10_000;
 
 /// What the prober and the reader(s) of one worker share. Kept per inbox stream
 /// (one on a standalone server, one per partition under Redis Cluster, where each shard
@@ -124,10 +121,9 @@ impl Liveness {
 
 /// Appends probes and restarts a starved reader, until the task is aborted.
 pub async fn run(ctx: Rc<Context>, liveness: Rc<Liveness>) {
-    let keys = ctx.inbox_keys();
+    let partitions: Vec<u32> = (0..ctx.inbox_keys().len() as u32).collect();
     let mut ticker = tokio::time::interval(PROBE_EVERY);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut maxlen = DEFAULT_MAXLEN;
     let mut n: u64 = 0;
     liveness.reset(Instant::now());
     loop {
@@ -135,16 +131,11 @@ pub async fn run(ctx: Rc<Context>, liveness: Rc<Liveness>) {
         if ctx.is_draining() {
             return;
         }
-        if n.is_multiple_of(REFRESH_MAXLEN_EVERY) {
-            // The module's inbox cap, so probes trim the stream exactly as the module's
-            // own appends do.
-            maxlen = ctx.module.inbox_maxlen().await.unwrap_or(DEFAULT_MAXLEN);
-        }
         n += 1;
         let token = n.to_string();
         let at = Instant::now();
-        if ctx.module.probe(&keys, maxlen, &token).await.is_ok() {
-            for stream in 0..keys.len() {
+        if ctx.module.probe(&partitions, &token).await.is_ok() {
+            for stream in 0..partitions.len() {
                 liveness.sent(stream, n, at);
             }
         }

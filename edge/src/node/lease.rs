@@ -1,7 +1,8 @@
 //! Keeping the node alive in the module, and restoring its state when Redis lost it.
 //!
-//! Every worker renews its lease in every partition (one pipeline) three times per
-//! lease period. A renewal answered `1` means the module did not know the node in that
+//! Every worker renews its lease in every partition three times per lease period: one
+//! command on a standalone server, one per partition (one pipeline) under Redis
+//! Cluster. A renewal answered `1` means the module did not know the node in that
 //! partition any more — Redis restarted without data, or a sweep removed the node after
 //! a long outage — so the worker registers its connections and memberships there again.
 

@@ -5,6 +5,7 @@ pub mod info;
 pub mod kick;
 pub mod node;
 pub mod presence;
+pub mod probe;
 pub mod publish;
 pub mod read;
 pub mod rooms;

@@ -1,29 +1,52 @@
 //! `RC.NODE.LEASE` and `RC.NODE.DOWN`: edge nodes announcing they are alive, or leaving.
 
 use redis_module::{Context, RedisResult, RedisString, RedisValue};
-use roomcast_common::command::{self, NodeDown, NodeLease};
+use roomcast_common::command::{self, Lease, NodeDown, NodeLease, NodeLeaseAll};
 
-use crate::args::check;
+use crate::args::{check, err};
 use crate::state::layout;
-use crate::{node_removal, ops};
+use crate::{leases, node_removal, ops};
 
-/// `RC.NODE.LEASE partition node ttl_ms` → 1 when the lease is new (the node was not
-/// known in this partition: it must register its connections again), 0 when renewed.
+/// `RC.NODE.LEASE`, in either form:
+///
+/// - `partition node ttl_ms` → 1 when the lease is new (the node was not known in this
+///   partition: it must register its connections again), 0 when renewed.
+/// - `node ttl_ms` (standalone servers only) → the lease in every partition at once,
+///   one command per renewal instead of one per partition: the array of the partitions
+///   where it was new. Under Redis Cluster each partition lives on its own shard, so it
+///   is refused there.
+///
+/// Each lease expires at the absolute time now + `ttl_ms`, replicated as such.
 pub fn lease(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     let layout = layout()?;
-    let NodeLease {
-        partition,
-        node,
-        ttl_ms: ttl,
-    } = check(command::node_lease(&layout.partitioner, &args))?;
-    let keys = layout.routed(&args, partition)?;
-    let expires = ops::now_ms().saturating_add(ttl).to_string();
-    let created = ops::write(
-        ctx,
-        "HSET",
-        &[keys.nodes().as_bytes(), node.as_bytes(), expires.as_bytes()],
-    )?;
-    Ok(RedisValue::Integer(created))
+    match check(command::node_lease_any(&layout.partitioner, &args))? {
+        Lease::One(NodeLease {
+            partition,
+            node,
+            ttl_ms,
+        }) => {
+            let keys = layout.routed(&args, partition)?;
+            let expires = ops::now_ms().saturating_add(ttl_ms);
+            let created = leases::renew(ctx, partition as usize, keys, node, expires)?;
+            Ok(RedisValue::Integer(i64::from(created)))
+        }
+        Lease::All(NodeLeaseAll { node, ttl_ms }) => {
+            if layout.cluster {
+                return Err(err(
+                    "under Redis Cluster renew each partition's lease on its shard: \
+                     RC.NODE.LEASE <partition> <node> <ttl_ms>",
+                ));
+            }
+            let expires = ops::now_ms().saturating_add(ttl_ms);
+            let mut created = Vec::new();
+            for (p, keys) in layout.keys.iter().enumerate() {
+                if leases::renew(ctx, p, keys, node, expires)? {
+                    created.push(RedisValue::Integer(p as i64));
+                }
+            }
+            Ok(RedisValue::Array(created))
+        }
+    }
 }
 
 /// `RC.NODE.DOWN partition node` → `[connections, memberships]` removed. Leave events

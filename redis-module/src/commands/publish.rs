@@ -7,7 +7,7 @@ use roomcast_common::entry::Kind;
 use roomcast_common::keys::split_pair;
 
 use crate::args::check;
-use crate::inbox::{self, Entry};
+use crate::inbox::Entry;
 use crate::state::{layout, PUBLISHED, SENT};
 use crate::{config, connections, history, ops, room_membership, sender};
 
@@ -77,7 +77,7 @@ pub fn publish(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
             *count
         };
         if recipients > 0 {
-            entry.append_to(ctx, &inbox::key_for(keys, node)?)?;
+            entry.route_to(ctx, keys, node)?;
             connections += recipients;
             routed += 1;
         }
