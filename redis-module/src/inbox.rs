@@ -51,7 +51,7 @@ pub struct Entry {
     /// Field/value pairs, starting with `kind`.
     fields: Vec<RedisString>,
     /// The same pairs packed for a live push ([`push::pack_fields`]), once for every
-    /// inbox the entry goes to.
+    /// inbox the entry goes to; empty where nothing is pushed (Redis Cluster, history).
     packed: Vec<u8>,
 }
 
@@ -62,10 +62,18 @@ impl Entry {
         let flat = entry::encode(kind, values)
             .ok_or_else(|| err("internal: inbox entry has the wrong number of fields"))?;
         let mut fields = Vec::with_capacity(2 + 2 * values.len());
-        let mut packed =
-            Vec::with_capacity(16 + values.iter().map(|v| v.len() + 12).sum::<usize>());
+        // Only a standalone server pushes ([`Entry::write_inbox`]): under Redis Cluster
+        // the packed copy would be built for nothing on every entry.
+        let pushes = shared();
+        let mut packed = if pushes {
+            Vec::with_capacity(16 + values.iter().map(|v| v.len() + 12).sum::<usize>())
+        } else {
+            Vec::new()
+        };
         for bytes in flat {
-            push::pack_fields([bytes], &mut packed);
+            if pushes {
+                push::pack_fields([bytes], &mut packed);
+            }
             fields.push(RedisString::create_from_slice(ctx.get_raw(), bytes));
         }
         Ok(Self { fields, packed })
