@@ -77,7 +77,9 @@
 #        offered while strace is attached), CEILING_N (requests per ceiling test:
 #        200000 quick, 1000000 full), CEILING_ROUNDS (1 quick, 3 full; rounds alternate
 #        the test order), CEILING_CLIENTS (50), CEILING_PIPELINE (16), CEILING_SUBS (2:
-#        `redis-cli subscribe` processes, one per edge node).
+#        `redis-cli subscribe` processes, one per edge node), RC_ARGS (extra roomcast-edge
+#        flags for RC, e.g. RC_ARGS="--publish-batch-max 1" for the unbatched publish path),
+#        SWEEP_SYSTEMS ("RC R3 R2 R0": the systems the full mode's knee sweep runs).
 set -euo pipefail
 
 if [ -n "${FULL:-}" ] && [ "${FULL}" != 0 ]; then MODE=full; else MODE=quick; fi
@@ -111,6 +113,8 @@ else
     CEILING_ROUNDS=${CEILING_ROUNDS:-3}
 fi
 QUICK_LOAD=${QUICK_LOAD:-10000}
+RC_ARGS=${RC_ARGS:-}
+SWEEP_SYSTEMS=${SWEEP_SYSTEMS:-"RC R3 R2 R0"}
 FULL_LOAD=${FULL_LOAD:-10000}
 FULL_MEMBERS=${FULL_MEMBERS:-"1 10 100 1000"}
 SWEEP_START=${SWEEP_START:-2500}
@@ -264,7 +268,7 @@ start_system() {
         case "$sys" in
             RC) "${SUT_PIN[@]}" "$REL/roomcast-edge" --redis "redis://127.0.0.1:$REDIS_PORT/" --workers 1 \
                     --conn-rate 0 --allow-anonymous --listen 127.0.0.1:0 --node-id "cmp$i" --drain-ms 500 \
-                    >"$WORK/s$i.out" 2>"$WORK/s$i.err" & ;;
+                    $RC_ARGS >"$WORK/s$i.out" 2>"$WORK/s$i.err" & ;;
             R0) "${SUT_PIN[@]}" "$REL/roomcast-edge" --bench-floor --workers 1 \
                     --conn-rate 0 --allow-anonymous --listen 127.0.0.1:0 --node-id "floor$i" --drain-ms 500 \
                     >"$WORK/s$i.out" 2>"$WORK/s$i.err" & ;;
@@ -752,7 +756,7 @@ else
     # Knee sweep per system and M (single trials), then latency at 10/50/80 % of it.
     for m in $FULL_MEMBERS; do
         want sweep || break
-        for sys in RC R2 R0; do
+        for sys in $SWEEP_SYSTEMS; do
             load=$SWEEP_START
             knee=0
             while [ "$load" -le "$SWEEP_MAX" ]; do

@@ -7,7 +7,9 @@
 #   module   redis-server with the module
 #   edges    redis-server with the module + EDGES idle edges (each --workers 1)
 # Each run waits WAIT seconds, then reads Redis's utime+stime from /proc/PID/stat before
-# and after MEASURE seconds and prints ms of CPU per second. Stops everything it started.
+# and after MEASURE seconds and prints ms of CPU per second, and with the module how often
+# its sweep timer fired per second (roomcast_sweep_ticks in INFO roomcast; it fires only
+# when something is due, at least every 10 s). Stops everything it started.
 #
 # It builds nothing: the binaries come from ROOT (default this repository), so the same
 # script measures an old and a new build:
@@ -104,15 +106,30 @@ cpu_ticks() {
     sed 's/^.*) //' "/proc/$SERVER_PID/stat" | awk '{print $12 + $13}'
 }
 
-# measure LABEL: waits WAIT s, then prints Redis's ms of CPU per second over MEASURE s.
+# The module's sweep timer firings so far ("-" without the module).
+sweep_ticks() {
+    local n
+    n=$(redis-cli -h 127.0.0.1 -p "$PORT" info roomcast 2>/dev/null | tr -d '\r' | sed -n 's/^roomcast_sweep_ticks://p')
+    echo "${n:--}"
+}
+
+# measure LABEL: waits WAIT s, then prints Redis's ms of CPU per second over MEASURE s
+# and the sweep timer's firings per second.
 measure() {
     sleep "$WAIT"
-    local before after
+    local before after wakes_before wakes_after
+    wakes_before=$(sweep_ticks)
     before=$(cpu_ticks)
     sleep "$MEASURE"
     after=$(cpu_ticks)
-    python3 -c "import sys; t=int(sys.argv[2])-int(sys.argv[1]); print(f'{sys.argv[5]:<8} {t*1000/int(sys.argv[3])/float(sys.argv[4]):7.2f} ms/s  ({t} ticks in {sys.argv[4]} s)')" \
-        "$before" "$after" "$TICKS" "$MEASURE" "$1"
+    wakes_after=$(sweep_ticks)
+    python3 -c "
+import sys
+before, after, hz, measure, label, w0, w1 = sys.argv[1:]
+t = int(after) - int(before)
+wakes = '-' if '-' in (w0, w1) else f'{(int(w1) - int(w0)) / float(measure):.2f}/s'
+print(f'{label:<8} {t * 1000 / int(hz) / float(measure):7.2f} ms/s  ({t} ticks in {measure} s)  sweep timer {wakes}')
+" "$before" "$after" "$TICKS" "$MEASURE" "$1" "$wakes_before" "$wakes_after"
 }
 
 echo "idle.sh: ROOT=$ROOT EDGES=$EDGES WAIT=$WAIT s MEASURE=$MEASURE s (resolution $(python3 -c "print(round(1000/$TICKS/$MEASURE, 2))") ms/s)"
