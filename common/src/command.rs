@@ -53,6 +53,7 @@ pub const COMMANDS: &[&str] = &[
     "RC.MEMBERS",
     "RC.PRESENCE",
     "RC.PUBLISH",
+    "RC.PUBLISHM",
     "RC.SEND",
     "RC.KICK",
     "RC.THROTTLE",
@@ -522,6 +523,75 @@ pub fn publish<'a, A: Deref<Target = [u8]>>(
     })
 }
 
+/// The most messages one `RC.PUBLISHM` carries.
+pub const MAX_BATCH: usize = 1024;
+
+/// `RC.PUBLISHM partition count room data from conn [room data from conn …]`: `count`
+/// publishes in one command (one reply each, in order).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishBatch<'a> {
+    /// The partition the command is routed by (under Redis Cluster every room must be
+    /// in it; on a standalone server rooms may be in any partition).
+    pub partition: u32,
+    /// Each message as parsed, or why it is refused (a refused message does not stop
+    /// the others).
+    pub messages: Vec<Result<Publish<'a>, ArgError>>,
+}
+
+/// Parses `RC.PUBLISHM`. The whole command is refused only when its shape is wrong (the
+/// partition, the count, or a number of arguments that is not `count` × 4); a bad room
+/// or sender name refuses that message alone. An empty `from` or `conn` means none.
+pub fn publish_batch<'a, A: Deref<Target = [u8]>>(
+    p: &Partitioner,
+    argv: &'a [A],
+) -> Result<PublishBatch<'a>, ArgError> {
+    if argv.len() < 7 {
+        return Err(ArgError::Arity);
+    }
+    let partition = partition(p, at(argv, 1)?)?;
+    let count = int(at(argv, 2)?, "count", 1, MAX_BATCH as i64)? as usize;
+    let groups = rest(argv, 3);
+    if groups.len() != count * 4 {
+        return Err(invalid(format!(
+            "count is {count}, so {} arguments (room data from conn, per message) must \
+             follow it, not {}",
+            count * 4,
+            groups.len()
+        )));
+    }
+    let messages = groups
+        .chunks_exact(4)
+        .map(|group| match group {
+            [room, data, from, conn] => batch_message(p, room, data, from, conn),
+            _ => Err(ArgError::Arity),
+        })
+        .collect();
+    Ok(PublishBatch {
+        partition,
+        messages,
+    })
+}
+
+/// One message of `RC.PUBLISHM` (empty `from` / `conn`: none).
+fn batch_message<'a>(
+    p: &Partitioner,
+    room: &'a [u8],
+    data: &'a [u8],
+    from: &'a [u8],
+    conn: &'a [u8],
+) -> Result<Publish<'a>, ArgError> {
+    Ok(Publish {
+        room: name(p, room, "room")?,
+        data,
+        from: (!from.is_empty())
+            .then(|| name(p, from, "sender"))
+            .transpose()?,
+        conn: (!conn.is_empty())
+            .then(|| id(conn, "connection"))
+            .transpose()?,
+    })
+}
+
 /// `RC.SEND user data [FROM user]`: a direct message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Direct<'a> {
@@ -826,6 +896,8 @@ pub enum Command<'a> {
     Presence(Resolved<'a>),
     /// `RC.PUBLISH`
     Publish(Publish<'a>),
+    /// `RC.PUBLISHM`
+    PublishBatch(PublishBatch<'a>),
     /// `RC.SEND`
     Send(Direct<'a>),
     /// `RC.KICK`
@@ -866,6 +938,7 @@ pub fn parse<'a, A: Deref<Target = [u8]>>(
         b"RC.MEMBERS" => Command::Members(room(p, argv)?),
         b"RC.PRESENCE" => Command::Presence(room(p, argv)?),
         b"RC.PUBLISH" => Command::Publish(publish(p, argv)?),
+        b"RC.PUBLISHM" => Command::PublishBatch(publish_batch(p, argv)?),
         b"RC.SEND" => Command::Send(send(p, argv)?),
         b"RC.KICK" => Command::Kick(kick(p, argv)?),
         b"RC.THROTTLE" => Command::Throttle(throttle(p, argv)?),
@@ -916,6 +989,66 @@ mod tests {
             Err(e) => e,
             Ok(c) => panic!("{words:?} was accepted as {c:?}"),
         }
+    }
+
+    #[test]
+    fn a_batch_refuses_its_shape_as_a_whole_and_a_message_alone() {
+        let ok = argv(&[
+            "RC.PUBLISHM",
+            "lobby",
+            "2",
+            "lobby",
+            "hi",
+            "ann",
+            "n1.1",
+            "game",
+            "x",
+            "",
+            "",
+        ]);
+        let Ok(Command::PublishBatch(batch)) = parse(p16(), &ok) else {
+            panic!("refused");
+        };
+        assert_eq!(batch.partition, p16().partition_of(b"lobby"));
+        assert_eq!(batch.messages.len(), 2);
+        let first = batch.messages[0].as_ref().expect("first");
+        assert_eq!((first.room.name, first.data), ("lobby", &b"hi"[..]));
+        assert_eq!(first.from.as_ref().map(|f| f.name), Some("ann"));
+        assert_eq!(first.conn, Some("n1.1"));
+        let second = batch.messages[1].as_ref().expect("second");
+        assert_eq!((second.from.is_none(), second.conn.is_none()), (true, true));
+
+        let one_bad = argv(&[
+            "RC.PUBLISHM",
+            "lobby",
+            "2",
+            "",
+            "x",
+            "",
+            "",
+            "b",
+            "y",
+            "",
+            "",
+        ]);
+        let Ok(Command::PublishBatch(batch)) = parse(p16(), &one_bad) else {
+            panic!("refused");
+        };
+        assert!(batch.messages[0].is_err() && batch.messages[1].is_ok());
+
+        assert_eq!(
+            refused(&["RC.PUBLISHM", "lobby", "1", "a", "b", "c"]),
+            ArgError::Arity
+        );
+        let short = refused(&["RC.PUBLISHM", "lobby", "2", "a", "b", "", ""]);
+        assert_eq!(
+            short.to_string(),
+            "count is 2, so 8 arguments (room data from conn, per message) must follow it, not 4"
+        );
+        assert_eq!(
+            refused(&["RC.PUBLISHM", "lobby", "0", "a", "b", "", ""]).to_string(),
+            "count must be between 1 and 1024"
+        );
     }
 
     /// The texts the end-to-end test `bad_arguments_get_useful_errors` checks (those
@@ -1450,6 +1583,13 @@ mod tests {
                 }
                 if let Some(conn) = c.conn {
                     check_id_ok(conn);
+                }
+            }
+            Command::PublishBatch(b) => {
+                assert!(b.partition < p.count());
+                assert!((1..=MAX_BATCH).contains(&b.messages.len()));
+                for message in b.messages.iter().flatten() {
+                    check_accepted(p, &Command::Publish(message.clone()));
                 }
             }
             Command::Send(c) => {

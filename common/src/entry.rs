@@ -11,6 +11,7 @@
 //! | `leave` | `room`, `user` | `left` to local members of `room` |
 //! | `kick` | `user`, `conn`, `reason` | closes (1008, `reason`) `conn`, or every local connection of `user` when `conn` is empty |
 //! | `probe` | `data` | nothing: the edge writes it into its own inbox (the `data` is a counter) and reads it back to prove its reader is alive |
+//! | `batch` | `data` | each entry packed in `data` ([`crate::batch`]), in order, as if each were its own stream entry (a batch inside a batch is not delivered) |
 //!
 //! Empty values mean "absent" (`from` of a backend publish, `skip` with no sender
 //! connection, `offset` while history is off). `data` holds the payload bytes exactly
@@ -48,8 +49,10 @@ pub enum Kind {
     Leave,
     /// Close connections of a user.
     Kick,
-    /// A liveness probe the edge appends to its own inbox (never written by the module).
+    /// A liveness probe the edge has appended to its own inbox (`RC.PROBE`).
     Probe,
+    /// Several entries for one node in one stream entry ([`crate::batch`]).
+    Batch,
 }
 
 impl Kind {
@@ -62,6 +65,7 @@ impl Kind {
             Kind::Leave => "leave",
             Kind::Kick => "kick",
             Kind::Probe => "probe",
+            Kind::Batch => "batch",
         }
     }
 
@@ -74,6 +78,7 @@ impl Kind {
             b"leave" => Some(Kind::Leave),
             b"kick" => Some(Kind::Kick),
             b"probe" => Some(Kind::Probe),
+            b"batch" => Some(Kind::Batch),
             _ => None,
         }
     }
@@ -86,7 +91,7 @@ impl Kind {
             Kind::Join => &[ROOM, USER, SKIP],
             Kind::Leave => &[ROOM, USER],
             Kind::Kick => &[USER, CONN, REASON],
-            Kind::Probe => &[DATA],
+            Kind::Probe | Kind::Batch => &[DATA],
         }
     }
 }
@@ -178,6 +183,7 @@ mod tests {
             Kind::Leave,
             Kind::Kick,
             Kind::Probe,
+            Kind::Batch,
         ] {
             assert_eq!(Kind::parse(kind.as_str().as_bytes()), Some(kind));
             assert!(!kind.fields().contains(&KIND));

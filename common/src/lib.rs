@@ -17,11 +17,15 @@
 //!   and the decoder the edge reads them with.
 //! - [`push`]: the live push of an inbox entry (its id, the inbox's previous id and its
 //!   fields), the binary layout the module publishes and the edge decodes.
+//! - [`batch`]: the `batch` inbox entry: several entries for one node packed into one
+//!   stream entry (what one `RC.PUBLISHM` writes to each node it reaches).
+//! - [`varint`]: the varints of the binary layouts ([`push`], [`batch`]).
 //! - [`gcra`]: the generic cell rate algorithm behind `RC.THROTTLE` and the publish policy.
 //! - [`json`]: a small validating JSON scanner (connection metadata).
 //! - [`offset`]: room history offsets (`<epoch>:<seq>`).
 //! - [`stream_id`]: Redis stream entry ids (`ms-seq`).
 
+pub mod batch;
 pub mod codes;
 pub mod command;
 pub mod crc16;
@@ -34,3 +38,4 @@ pub mod offset;
 pub mod partition;
 pub mod push;
 pub mod stream_id;
+pub mod varint;

@@ -16,39 +16,12 @@
 //! ([`pack_fields`]) and only prefixes the ids per inbox ([`encode`]).
 
 use crate::stream_id::StreamId;
+use crate::varint::{put as put_varint, take as take_varint, take_bytes};
 
 /// The layout version in the first byte of every push.
 pub const VERSION: u8 = 1;
 /// The most bytes [`encode`] puts before the fields (version and four varints).
 pub const MAX_HEADER: usize = 1 + 4 * 10;
-
-/// Appends `n` as an unsigned LEB128 varint.
-fn put_varint(out: &mut Vec<u8>, mut n: u64) {
-    while n >= 0x80 {
-        out.push((n as u8) | 0x80);
-        n >>= 7;
-    }
-    out.push(n as u8);
-}
-
-/// Reads an unsigned LEB128 varint from the front of `input`, advancing it; `None` when
-/// it is truncated or does not fit in 64 bits.
-fn take_varint(input: &mut &[u8]) -> Option<u64> {
-    let mut n: u64 = 0;
-    for shift in (0..64).step_by(7) {
-        let (&byte, rest) = input.split_first()?;
-        *input = rest;
-        let bits = u64::from(byte & 0x7f);
-        if shift == 63 && bits > 1 {
-            return None;
-        }
-        n |= bits << shift;
-        if byte & 0x80 == 0 {
-            return Some(n);
-        }
-    }
-    None
-}
 
 /// Appends the fields part of a push: each field as a varint length and its bytes.
 pub fn pack_fields<'a>(fields: impl IntoIterator<Item = &'a [u8]>, out: &mut Vec<u8>) {
@@ -88,25 +61,30 @@ impl<'a> Push<'a> {
     }
 }
 
-/// The fields of a [`Push`].
+/// The fields of a [`Push`] (or of any field list packed by [`pack_fields`]).
 #[derive(Debug, Clone)]
 pub struct Fields<'a> {
     /// What is left to read.
     rest: &'a [u8],
 }
 
+impl<'a> Fields<'a> {
+    /// The fields packed in `packed` ([`pack_fields`]'s layout); iteration stops at the
+    /// first malformed length.
+    pub fn of(packed: &'a [u8]) -> Self {
+        Self { rest: packed }
+    }
+}
+
 impl<'a> Iterator for Fields<'a> {
     type Item = &'a [u8];
 
     fn next(&mut self) -> Option<&'a [u8]> {
-        let len = usize::try_from(take_varint(&mut self.rest)?).ok()?;
-        if len > self.rest.len() {
+        let field = take_bytes(&mut self.rest);
+        if field.is_none() {
             self.rest = &[];
-            return None;
         }
-        let (field, rest) = self.rest.split_at(len);
-        self.rest = rest;
-        Some(field)
+        field
     }
 }
 
@@ -160,32 +138,6 @@ mod tests {
         assert_eq!(got.data, b"{\"x\":1}");
         // Compact: the header is a few bytes, not 32.
         assert!(payload.len() < fields.len() + 16);
-    }
-
-    #[test]
-    fn varints_cover_the_whole_u64_range() {
-        for n in [
-            0,
-            1,
-            127,
-            128,
-            300,
-            u64::from(u32::MAX),
-            u64::MAX - 1,
-            u64::MAX,
-        ] {
-            let mut out = Vec::new();
-            put_varint(&mut out, n);
-            assert!(out.len() <= 10);
-            let mut input = out.as_slice();
-            assert_eq!(take_varint(&mut input), Some(n));
-            assert!(input.is_empty());
-        }
-        // An 11th byte, or high bits past 64, do not fit.
-        assert_eq!(take_varint(&mut &[0xff; 11][..]), None);
-        let mut too_big = vec![0xff; 9];
-        too_big.push(0x02);
-        assert_eq!(take_varint(&mut too_big.as_slice()), None);
     }
 
     #[test]

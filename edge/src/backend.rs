@@ -10,6 +10,8 @@
 //! - [`replies`]: the typed replies of module commands (`JoinReply`, `History`, …).
 //! - [`streams`]: reading the inbox streams (the readers' connections, read replies, stream
 //!   ends, liveness probes).
+//! - [`publisher`]: the worker's publish queue, coalescing client publishes into
+//!   `RC.PUBLISHM` batches (one in flight at a time).
 //! - [`subscriber`]: the standalone inbox reader's connection: subscribed to the node's
 //!   live channel, reading the inbox with `XRANGE` to catch up or fill a gap.
 //! - [`errors`]: what a failed command means, by the module's error code.
@@ -31,6 +33,7 @@
 pub mod cluster;
 pub mod errors;
 pub mod module;
+pub mod publisher;
 pub mod replies;
 pub mod resp;
 pub mod streams;
@@ -86,10 +89,17 @@ enum Connection {
 }
 
 impl Connection {
+    /// One command's reply. An error reply is `Err`; an error inside an array reply (one
+    /// message's refusal in `RC.PUBLISHM`'s) stays a [`Value::ServerError`] there.
     async fn query(&mut self, cmd: &Cmd) -> Result<Value, RedisError> {
-        match self {
-            Connection::Single(c) => cmd.query_async(c).await,
-            Connection::Cluster(c) => cmd.query_async(c).await,
+        use redis::aio::ConnectionLike;
+        let reply = match self {
+            Connection::Single(c) => c.req_packed_command(cmd).await?,
+            Connection::Cluster(c) => c.req_packed_command(cmd).await?,
+        };
+        match reply {
+            Value::ServerError(e) => Err(e.into()),
+            reply => Ok(reply),
         }
     }
 
@@ -158,6 +168,11 @@ impl Backend {
             })
         });
         Self { link, metrics }
+    }
+
+    /// This worker's metrics.
+    pub fn metrics(&self) -> &WorkerMetrics {
+        &self.metrics
     }
 
     /// Runs one command.

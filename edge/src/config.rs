@@ -104,6 +104,20 @@ pub struct Config {
     #[arg(long, env = "ROOMCAST_CONN_RATE", default_value_t = 50)]
     pub conn_rate: u32,
 
+    /// Most client publishes a worker sends in one `RC.PUBLISHM`. A worker keeps one
+    /// batch in flight and sends what queued meanwhile as the next one. 1 = no
+    /// batching: every publish is its own `RC.PUBLISH`.
+    #[arg(long, env = "ROOMCAST_PUBLISH_BATCH_MAX", default_value_t = 256,
+          value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub publish_batch_max: u32,
+
+    /// Microseconds a publish that finds no batch in flight waits for others to join
+    /// it before it is sent (the most it adds to a publish's latency). 0 = send at once
+    /// (publishes still coalesce while a batch is in flight).
+    #[arg(long, env = "ROOMCAST_PUBLISH_BATCH_DELAY_US", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(0..=100_000))]
+    pub publish_batch_delay_us: u64,
+
     /// Milliseconds a client has to finish the HTTP upgrade request (slowloris guard).
     #[arg(long, env = "ROOMCAST_HANDSHAKE_TIMEOUT_MS", default_value_t = 5_000)]
     pub handshake_timeout_ms: u64,

@@ -257,6 +257,7 @@ mod tests {
             "n1".into(),
             layout,
             false,
+            crate::backend::publisher::BatchPolicy::OFF,
         );
         let ctx = Context::new(0, "n1".into(), shared, module);
         assert_eq!(ctx.mode(), Mode::BenchFloor);

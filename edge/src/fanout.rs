@@ -1,4 +1,5 @@
-//! Fan-out: one inbox entry → one encoded frame → every local recipient's outbox.
+//! Fan-out: one inbox entry → one encoded frame → every local recipient's outbox (a
+//! `batch` entry: each of the entries it packs, in order).
 //!
 //! # Layout
 //!
@@ -13,6 +14,7 @@
 pub mod floor;
 
 use bytes::Bytes;
+use roomcast_common::batch;
 use roomcast_common::entry::{Entry, Kind};
 
 use crate::context::Context;
@@ -53,6 +55,13 @@ pub fn fan_out(ctx: &Context, e: &Entry<'_>) {
         }
         // Read back by the inbox liveness probe; nothing to deliver.
         Kind::Probe => {}
+        // One `RC.PUBLISHM`'s messages for this node: each as if it were its own entry
+        // (batches do not nest: `batch::entries` skips a packed batch).
+        Kind::Batch => {
+            for packed in batch::entries(e.data) {
+                fan_out(ctx, &packed);
+            }
+        }
         Kind::Kick => {
             let reason = if e.reason.is_empty() {
                 "kicked"

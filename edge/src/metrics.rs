@@ -54,6 +54,10 @@ pub struct WorkerMetrics {
     pub inbox_entries_recovered: AtomicU64,
     /// Times the inbox subscriber connection ended and was opened again.
     pub inbox_resubscribes: AtomicU64,
+    /// `RC.PUBLISHM` commands sent (batches of client publishes).
+    pub publish_batches: AtomicU64,
+    /// Client publishes sent in those batches.
+    pub publish_batched: AtomicU64,
     /// Round-trip time of Redis commands.
     pub redis_rtt: Histogram,
 }
@@ -84,7 +88,7 @@ type CounterField = fn(&WorkerMetrics) -> &AtomicU64;
 
 /// The plain counters: exported name (without prefix and `_total`), help text and field,
 /// in output order. One table so a new counter cannot be half-exported.
-const COUNTERS: [(&str, &str, CounterField); 17] = [
+const COUNTERS: [(&str, &str, CounterField); 19] = [
     ("connections_opened", "Client connections accepted.", |m| {
         &m.connections_opened
     }),
@@ -151,6 +155,16 @@ const COUNTERS: [(&str, &str, CounterField); 17] = [
         "inbox_resubscribes",
         "Inbox subscriber connections ended and opened again.",
         |m| &m.inbox_resubscribes,
+    ),
+    (
+        "publish_batches",
+        "RC.PUBLISHM commands sent (client publishes coalesced into one command).",
+        |m| &m.publish_batches,
+    ),
+    (
+        "publish_batched",
+        "Client publishes sent inside RC.PUBLISHM commands.",
+        |m| &m.publish_batched,
     ),
 ];
 

@@ -3,11 +3,13 @@
 //!
 //! Input: the fields, separated by 0xFF. The decoder must never panic, must take each
 //! field from the last pair with its name, and an entry it decodes must survive being
-//! written again the module's way (`entry::encode`) and read back.
+//! written again the module's way (`entry::encode`) and read back; a `batch` entry's
+//! packed entries must decode without panicking.
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use roomcast_common::batch;
 use roomcast_common::entry::{self, Entry, Kind};
 
 fuzz_target!(|input: &[u8]| {
@@ -64,5 +66,11 @@ fuzz_target!(|input: &[u8]| {
             _ => again.data,
         };
         assert_eq!(back, value(name), "field {name} changed on the way back");
+    }
+    // A batch's packed entries decode whatever its data holds, and never nest.
+    if kind == Kind::Batch {
+        for packed in batch::entries(got.data) {
+            assert_ne!(packed.kind, Some(Kind::Batch), "a batch inside a batch");
+        }
     }
 });

@@ -12,8 +12,8 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use roomcast_common::command::{
-    self, error_line, ArgError, Command, MAX_HISTORY_COUNT, MAX_LEASE_MS, MAX_META_BYTES,
-    MAX_READ_BLOCK_MS, MAX_READ_COUNT, MAX_REASON_BYTES, MAX_THROTTLE_ARG,
+    self, error_line, ArgError, Command, MAX_BATCH, MAX_HISTORY_COUNT, MAX_LEASE_MS,
+    MAX_META_BYTES, MAX_READ_BLOCK_MS, MAX_READ_COUNT, MAX_REASON_BYTES, MAX_THROTTLE_ARG,
 };
 use roomcast_common::json;
 use roomcast_common::names::{check_id, check_name};
@@ -61,8 +61,14 @@ fn check(p: &Partitioner, command: &Command<'_>) {
         Command::Probe(c) => {
             assert!(c.partition < p.count());
             id_ok(c.node);
-            let token = std::str::from_utf8(c.token).ok().and_then(|t| t.parse::<i64>().ok());
-            assert!(token.is_some_and(|t| t >= 0), "bad probe token {:?}", c.token);
+            let token = std::str::from_utf8(c.token)
+                .ok()
+                .and_then(|t| t.parse::<i64>().ok());
+            assert!(
+                token.is_some_and(|t| t >= 0),
+                "bad probe token {:?}",
+                c.token
+            );
         }
         Command::Connect(c) => {
             name_ok(p, &c.user);
@@ -98,6 +104,13 @@ fn check(p: &Partitioner, command: &Command<'_>) {
                 id_ok(conn);
             }
         }
+        Command::PublishBatch(b) => {
+            assert!(b.partition < p.count());
+            assert!((1..=MAX_BATCH).contains(&b.messages.len()));
+            for message in b.messages.iter().flatten() {
+                check(p, &Command::Publish(message.clone()));
+            }
+        }
         Command::Send(c) => {
             name_ok(p, &c.user);
             if let Some(from) = &c.from {
@@ -121,11 +134,16 @@ fn check(p: &Partitioner, command: &Command<'_>) {
             assert!(c.partition < p.count());
             id_ok(c.node);
             assert!((1..=MAX_READ_COUNT).contains(&c.count));
-            assert!(c.block.is_none_or(|ms| (0..=MAX_READ_BLOCK_MS).contains(&ms)));
+            assert!(c
+                .block
+                .is_none_or(|ms| (0..=MAX_READ_BLOCK_MS).contains(&ms)));
             assert!(!c.streams.is_empty() && c.streams.len() <= p.count() as usize);
             for (k, (part, _)) in c.streams.iter().enumerate() {
                 assert!(*part < p.count());
-                assert!(c.streams[..k].iter().all(|(seen, _)| seen != part), "named twice");
+                assert!(
+                    c.streams[..k].iter().all(|(seen, _)| seen != part),
+                    "named twice"
+                );
             }
         }
         Command::Info => {}

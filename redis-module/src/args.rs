@@ -29,11 +29,16 @@ pub fn coded(code: &str, message: impl std::fmt::Display) -> RedisError {
 /// A parse result as the module answers it: Redis's arity error, `-ERR message`, or
 /// the refusal's own code (`-TOOLARGE message`).
 pub fn check<T>(parsed: Result<T, ArgError>) -> Result<T, RedisError> {
-    parsed.map_err(|e| match e {
+    parsed.map_err(refusal)
+}
+
+/// A parser's refusal as the module answers it (see [`check`]).
+pub fn refusal(e: ArgError) -> RedisError {
+    match e {
         ArgError::Arity => RedisError::WrongArity,
         ArgError::Invalid(message) => err(message),
         ArgError::Coded(code, message) => code_error(code, message),
-    })
+    }
 }
 
 #[cfg(test)]

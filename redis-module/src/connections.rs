@@ -151,7 +151,7 @@ pub fn tell_user(
 ) -> Result<(usize, usize), RedisError> {
     let (connections, nodes) = user_nodes(ctx, keys, user)?;
     for node in &nodes {
-        entry.route_to(ctx, keys, node)?;
+        entry.route_to(ctx, keys, node, 1)?;
     }
     Ok((connections, nodes.len()))
 }

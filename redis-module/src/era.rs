@@ -43,8 +43,16 @@ pub const TAKEOVER_GRACE_MS: i64 = 10_000;
 
 /// Whether this server became a primary less than [`TAKEOVER_GRACE_MS`] ago.
 pub fn in_takeover_grace(now_ms: i64) -> bool {
-    let at = PROMOTED_AT.load(Ordering::Relaxed);
-    at > 0 && now_ms.saturating_sub(at) < TAKEOVER_GRACE_MS
+    now_ms < takeover_grace_ends()
+}
+
+/// When the takeover grace ends or ended (Unix ms; `i64::MIN` when this server was never
+/// promoted while the module was loaded): the sweep expires no lease before.
+pub fn takeover_grace_ends() -> i64 {
+    match PROMOTED_AT.load(Ordering::Relaxed) {
+        at if at > 0 => at.saturating_add(TAKEOVER_GRACE_MS),
+        _ => i64::MIN,
+    }
 }
 
 /// A new era id: unlike any other server's or any earlier one of this server's (time,

@@ -88,7 +88,7 @@ pub fn record(
         Some(position) if position.era == era => position.offset.next(),
         stale => {
             // A new epoch: whatever an older epoch left behind is not this history.
-            ops::write(ctx, "DEL", &[hist_key.as_bytes()])?;
+            ops::delete(ctx, &hist_key)?;
             let mut epoch_ms = u64::try_from(now).unwrap_or(0);
             let mut epoch = Offset::epoch_from_millis(epoch_ms);
             // Another server's clock may have named the old epoch the same.
@@ -106,11 +106,8 @@ pub fn record(
     }
     .encode();
     let ttl = config::get(&config::HISTORY_TTL_MS);
-    if ttl > 0 {
-        ops::set_until(ctx, &seq_key, &value, now.saturating_add(ttl))?;
-    } else {
-        ops::write(ctx, "SET", &[seq_key.as_bytes(), value.as_bytes()])?;
-    }
+    let expires = (ttl > 0).then(|| now.saturating_add(ttl));
+    ops::set_string(ctx, &seq_key, value.as_bytes(), expires)?;
     let id = RedisModuleStreamID {
         ms: 0,
         seq: next.seq,
@@ -121,9 +118,8 @@ pub fn record(
         Some(id),
         config::get(&config::HISTORY_LEN),
     )?;
-    if ttl > 0 {
-        let at = now.saturating_add(ttl).to_string();
-        ops::write(ctx, "PEXPIREAT", &[hist_key.as_bytes(), at.as_bytes()])?;
+    if let Some(at) = expires {
+        ops::expire_at(ctx, &hist_key, at)?;
     }
     Ok(next)
 }

@@ -92,16 +92,18 @@ impl Entry {
         }
     }
 
-    /// Routes the entry to `node`: appends it to the node's inbox for partition `keys`
-    /// (see [`Entry::write_inbox`]) and counts it as routed.
+    /// Routes the entry, which carries `messages` messages (more than one for a
+    /// [`Kind::Batch`]), to `node`: appends it to the node's inbox for partition `keys`
+    /// (see [`Entry::write_inbox`]) and counts the messages as routed.
     pub fn route_to(
         &self,
         ctx: &Context,
         keys: &PartitionKeys,
         node: &str,
+        messages: u64,
     ) -> Result<(), RedisError> {
         self.write_inbox(ctx, keys, node)?;
-        ROUTED.add(1);
+        ROUTED.add(messages);
         Ok(())
     }
 

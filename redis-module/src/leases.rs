@@ -22,7 +22,8 @@ use crate::sweep_memory;
 ///
 /// It writes `{T}:nodes` with the low-level hash API (no `RM_Call`) and replicates the
 /// effect as `HSET {T}:nodes node expires_ms`, so replicas and the AOF get the same
-/// absolute expiry; the sweep's memory learns the expiry ([`sweep_memory`]).
+/// absolute expiry; the sweep's memory learns the expiry, and the sweep's timer is
+/// re-armed when it is the earliest ([`sweep_memory::lease_write`]).
 pub fn renew(
     ctx: &Context,
     p: usize,
@@ -46,7 +47,7 @@ pub fn renew(
     let field = ctx.create_string(node);
     let value = ctx.create_string(expires.as_str());
     // RM_HashSet without flags counts the fields it *updated*: 0 means a new node.
-    let updated = sweep_memory::lease_write(p, expires_ms, || {
+    let updated = sweep_memory::lease_write(ctx, p, expires_ms, || {
         // SAFETY: the key is open for writing and holds a hash or nothing; field and
         // value live until after the call; the argument list ends with NULL.
         unsafe {
@@ -63,7 +64,9 @@ pub fn renew(
     ctx.replicate("HSET", &[&name, &field, &value][..]);
     let created = updated == 0;
     if created {
-        sweep_memory::census_changed();
+        // A new field fires no keyspace event (a new table fires `new`, ignored as the
+        // lease path's own write).
+        sweep_memory::dataset_changed(ctx);
     }
     Ok(created)
 }

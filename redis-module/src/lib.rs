@@ -74,7 +74,7 @@ use redis_module::{
 };
 use roomcast_common::partition::MAX_PARTITIONS;
 
-use commands::{info, kick, node, presence, probe, publish, read, rooms, throttle};
+use commands::{info, kick, node, presence, probe, publish, publish_batch, read, rooms, throttle};
 use config::defaults;
 
 /// Builds the partition layout and starts the sweep timer once configs are loaded.
@@ -130,6 +130,7 @@ redis_module! {
         ["rc.members", rooms::members, "readonly", 1, 1, 1, ""],
         ["rc.presence", rooms::presence, "readonly", 1, 1, 1, ""],
         ["rc.publish", publish::publish, "write deny-oom", 1, 1, 1, ""],
+        ["rc.publishm", publish_batch::publish_batch, "write deny-oom", 1, 1, 1, ""],
         ["rc.send", publish::send, "write deny-oom", 1, 1, 1, ""],
         ["rc.kick", kick::kick, "write deny-oom", 1, 1, 1, ""],
         ["rc.throttle", throttle::throttle, "write deny-oom fast", 1, 1, 1, ""],

@@ -1,9 +1,13 @@
 //! Reading and writing plain Redis values from module code.
 //!
-//! Writes go through `RM_Call` with the replicate flag, so each one reaches replicas
-//! and the AOF as the plain command it is (`HSET`, `SADD`, `SET … PXAT` with absolute
-//! times); reads use the low-level key API, which is faster and never replicates
-//! (`SISMEMBER` and `SRANDMEMBER`, which it lacks, go through `RM_Call` unreplicated).
+//! Writes reach replicas and the AOF as the plain command they are (`HSET`, `SADD`,
+//! `SET … PXAT` with absolute times). The ones on the publish path — string values with
+//! an absolute expiry (the sender policy, room history positions), history expiry and
+//! deletion — use the low-level key API and replicate the command themselves
+//! ([`set_string`], [`expire_at`], [`delete`]): `RM_Call` costs a few µs per call. The
+//! rest go through `RM_Call` with the replicate flag ([`write`]). Reads use the
+//! low-level key API, which is faster and never replicates (`SISMEMBER` and
+//! `SRANDMEMBER`, which it lacks, go through `RM_Call` unreplicated).
 
 use std::os::raw::c_int;
 use std::ptr::NonNull;
@@ -249,15 +253,89 @@ pub fn set_until(
     value: &str,
     expire_at_ms: i64,
 ) -> Result<(), RedisError> {
-    write(
-        ctx,
-        "SET",
-        &[
-            name.as_bytes(),
-            value.as_bytes(),
-            b"PXAT",
-            expire_at_ms.to_string().as_bytes(),
-        ],
-    )
-    .map(|_| ())
+    set_string(ctx, name, value.as_bytes(), Some(expire_at_ms))
+}
+
+/// `SET name value [PXAT expire_at_ms]` without `RM_Call` (the history's hot path):
+/// `RM_StringSet`, which replaces any value and any TTL as `SET` does, then
+/// `RM_SetAbsExpire`; replicated as exactly that `SET`, with the absolute time.
+pub fn set_string(
+    ctx: &Context,
+    name: &str,
+    value: &[u8],
+    expire_at_ms: Option<i64>,
+) -> Result<(), RedisError> {
+    let missing = || err("internal: the string key API is not available in this Redis");
+    // SAFETY: function pointers are set by Redis at module load and never change.
+    let (string_set, abs_expire) = unsafe {
+        (
+            raw::RedisModule_StringSet.ok_or_else(missing)?,
+            raw::RedisModule_SetAbsExpire.ok_or_else(missing)?,
+        )
+    };
+    if expire_at_ms.is_some_and(|at| at <= now_ms()) {
+        // What `SET … PXAT` does with a time already past: the key is gone.
+        return delete(ctx, name);
+    }
+    let key_name = ctx.create_string(name);
+    let value = RedisString::create_from_slice(ctx.get_raw(), value);
+    let key = RawKey::open(ctx, &key_name, true)?;
+    // SAFETY: the key is open for writing; the value lives until after the call.
+    if unsafe { string_set(key.as_ptr(), value.inner) } != raw::REDISMODULE_OK as c_int {
+        return Err(err(format!("cannot write {name}")));
+    }
+    let Some(at) = expire_at_ms else {
+        drop(key);
+        ctx.replicate("SET", &[&key_name, &value][..]);
+        return Ok(());
+    };
+    // SAFETY: as above; the key now holds the string just set.
+    if unsafe { abs_expire(key.as_ptr(), at) } != raw::REDISMODULE_OK as c_int {
+        return Err(err(format!("cannot set the expiry of {name}")));
+    }
+    drop(key);
+    let pxat = ctx.create_string("PXAT");
+    let at = ctx.create_string(at.to_string());
+    ctx.replicate("SET", &[&key_name, &value, &pxat, &at][..]);
+    Ok(())
+}
+
+/// `PEXPIREAT name at_ms` without `RM_Call`, on a key that exists; replicated as that
+/// command. Nothing happens (and nothing is replicated) when the key does not exist.
+pub fn expire_at(ctx: &Context, name: &str, at_ms: i64) -> Result<(), RedisError> {
+    // SAFETY: function pointers are set by Redis at module load and never change.
+    let abs_expire = unsafe { raw::RedisModule_SetAbsExpire }
+        .ok_or_else(|| err("internal: RM_SetAbsExpire is not available in this Redis"))?;
+    let key_name = ctx.create_string(name);
+    let key = RawKey::open(ctx, &key_name, true)?;
+    if key.key_type() == KeyType::Empty {
+        return Ok(());
+    }
+    // SAFETY: the key is open for writing and holds a value.
+    if unsafe { abs_expire(key.as_ptr(), at_ms) } != raw::REDISMODULE_OK as c_int {
+        return Err(err(format!("cannot set the expiry of {name}")));
+    }
+    drop(key);
+    let at = ctx.create_string(at_ms.to_string());
+    ctx.replicate("PEXPIREAT", &[&key_name, &at][..]);
+    Ok(())
+}
+
+/// `DEL name` without `RM_Call`; replicated (as Redis does) only when the key existed.
+pub fn delete(ctx: &Context, name: &str) -> Result<(), RedisError> {
+    // SAFETY: function pointers are set by Redis at module load and never change.
+    let delete_key = unsafe { raw::RedisModule_DeleteKey }
+        .ok_or_else(|| err("internal: RM_DeleteKey is not available"))?;
+    let key_name = ctx.create_string(name);
+    let key = RawKey::open(ctx, &key_name, true)?;
+    if key.key_type() == KeyType::Empty {
+        return Ok(());
+    }
+    // SAFETY: the key is open for writing and holds a value.
+    if unsafe { delete_key(key.as_ptr()) } != raw::REDISMODULE_OK as c_int {
+        return Err(err(format!("cannot delete {name}")));
+    }
+    drop(key);
+    ctx.replicate("DEL", &[&key_name][..]);
+    Ok(())
 }

@@ -43,7 +43,7 @@ fn tell_room(
     entry: &Entry,
 ) -> Result<(), RedisError> {
     for (node, _) in room_nodes(ctx, keys, room)? {
-        entry.route_to(ctx, keys, &node)?;
+        entry.route_to(ctx, keys, &node, 1)?;
     }
     Ok(())
 }

@@ -218,7 +218,7 @@ fn kick_everywhere(
         (user_keys, connections::user_nodes(ctx, user_keys, user)?.1)
     };
     for node in nodes {
-        entry.route_to(ctx, keys, &node)?;
+        entry.route_to(ctx, keys, &node, 1)?;
     }
     Ok(())
 }

@@ -639,7 +639,11 @@ fn snapshot(conn: &mut redis::Connection, room: &str, inboxes: &mut [InboxTally]
         .find_map(|l| l.strip_prefix("rdb_changes_since_last_save:"))
         .and_then(|v| v.trim().parse().ok())
         .expect("rdb_changes_since_last_save");
-    let mut counters: Vec<(String, i64)> = rc_info_ints(&replies[1]).into_iter().collect();
+    // The sweep timer's wake-ups count time passing, not a side effect of a command.
+    let mut counters: Vec<(String, i64)> = rc_info_ints(&replies[1])
+        .into_iter()
+        .filter(|(name, _)| name != "sweep_ticks")
+        .collect();
     counters.sort();
     let is_probe = |entry: &redis::Value| {
         let fields = array(&array(entry)[1]);

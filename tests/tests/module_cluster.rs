@@ -477,6 +477,39 @@ fn publish_routes_into_per_partition_inboxes_on_each_shard() {
             n2.len(),
             n1.len()
         );
+        // A batch carries the rooms of its partition; a room of another partition is
+        // refused on its own. n2 gets both of the batch's messages as one `batch` entry.
+        let foreign = (0..)
+            .map(|i| format!("elsewhere{i}"))
+            .find(|r| p.partition_of(r.as_bytes()) != p.partition_of(plain.as_bytes()))
+            .unwrap();
+        let reply = {
+            use redis::ConnectionLike;
+            let mut cmd = redis::cmd("RC.PUBLISHM");
+            cmd.arg(&room).arg(3);
+            for (r, data) in [(&plain, "b1"), (&foreign, "b2"), (&plain, "b3")] {
+                cmd.arg(r).arg(data).arg("").arg("");
+            }
+            c.req_command(&cmd).unwrap()
+        };
+        let replies = roomcast_tests::reply::array(&reply);
+        assert_eq!(counts(&replies[0]), (3, 2), "{reply:?}");
+        assert!(
+            matches!(&replies[1], Value::ServerError(e) if e.details().unwrap_or("").contains("not in the command's partition")),
+            "{reply:?}"
+        );
+        assert_eq!(counts(&replies[2]), (3, 2), "{reply:?}");
+        let batched = of_kind(&inbox(&mut c, &p, &plain, "n2"), "batch");
+        let packed: Vec<String> = batched
+            .iter()
+            .flat_map(|e| {
+                roomcast_common::batch::entries(&e.bytes("data"))
+                    .map(|m| String::from_utf8_lossy(m.data).into_owned())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        assert_eq!(packed, ["b1", "b3"], "n2's batch entry");
+
         // The inbox lives on the owner only.
         for other in cluster.masters().into_iter().filter(|m| *m != master) {
             let mut o = cluster.conn(other);
@@ -498,7 +531,7 @@ fn publish_routes_into_per_partition_inboxes_on_each_shard() {
             int(&info["connections"]),
             int(&info["rooms"])
         );
-        assert_eq!(int(&info["published"]), 2, "master {master}");
+        assert_eq!(int(&info["published"]), 4, "master {master}");
         assert_eq!(int(&info["rooms"]), 1, "master {master}");
     }
 }

@@ -30,6 +30,7 @@ const COMMANDS: &[&str] = &[
     "RC.MEMBERS",
     "RC.PRESENCE",
     "RC.PUBLISH",
+    "RC.PUBLISHM",
     "RC.SEND",
     "RC.KICK",
     "RC.THROTTLE",
@@ -197,6 +198,8 @@ fn structured(rng: &mut StdRng, name: &str) -> Vec<Vec<u8>> {
         "RC.LEAVE" => (&["room", "node", "conn"], &[]),
         "RC.MEMBERS" | "RC.PRESENCE" => (&["room"], &[]),
         "RC.PUBLISH" => (&["room", "data"], &[("FROM", "user"), ("CONN", "conn")]),
+        // The partition, then the count and its groups (added below).
+        "RC.PUBLISHM" => (&["room"], &[]),
         "RC.SEND" => (&["user", "data"], &[("FROM", "user")]),
         "RC.THROTTLE" => (&["user", "int", "int", "int", "int"], &[]),
         "RC.HISTORY" => (&["room"], &[("SINCE", "offset"), ("COUNT", "int")]),
@@ -209,6 +212,21 @@ fn structured(rng: &mut StdRng, name: &str) -> Vec<Vec<u8>> {
         if rng.random_bool(0.4) {
             argv.push(keyword.as_bytes().to_vec());
             argv.push(slot(rng, kind));
+        }
+    }
+    if name == "RC.PUBLISHM" {
+        let count = rng.random_range(1..=2usize);
+        argv.push(count.to_string().into_bytes());
+        for _ in 0..count {
+            argv.push(slot(rng, "room"));
+            argv.push(slot(rng, "data"));
+            for kind in ["user", "conn"] {
+                argv.push(if rng.random_bool(0.5) {
+                    slot(rng, kind)
+                } else {
+                    Vec::new()
+                });
+            }
         }
     }
     if name == "RC.READ" && argv.iter().any(|a| a == b"STREAMS") {

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use redis::Connection;
 use roomcast_common::keys::PartitionKeys;
 use roomcast_tests::reply::{int, ints, strings};
-use roomcast_tests::roomcast::{inbox, keys_of, layout};
+use roomcast_tests::roomcast::{inbox, keys_of, layout, wait_replicas};
 use roomcast_tests::{info_value, Redis};
 
 #[test]
@@ -416,4 +416,137 @@ fn an_idle_sweep_reads_no_key() {
     let info: String = redis::cmd("INFO").arg("roomcast").query(&mut c).unwrap();
     assert_eq!(info_value(&info, "roomcast_nodes"), "2");
     assert_eq!(info_value(&info, "roomcast_connections"), "1");
+}
+
+/// How many times the sweep's timer has fired on this server (`INFO roomcast`).
+fn sweep_ticks(c: &mut Connection) -> u64 {
+    let info: String = redis::cmd("INFO").arg("roomcast").query(c).unwrap();
+    info_value(&info, "roomcast_sweep_ticks").parse().unwrap()
+}
+
+/// Lets the server settle (the sweep checks, drains and counts what the last commands
+/// changed), then idles `idle` and checks the sweep's timer barely fired meanwhile: a
+/// timer firing every 100 ms would fire 20 times in 2 s. What may fire is the net's
+/// rescan (every 10 s: its tick, and one more if a check had just run).
+fn idles(c: &mut Connection, idle: Duration) {
+    std::thread::sleep(Duration::from_millis(1500));
+    let before = sweep_ticks(c);
+    std::thread::sleep(idle);
+    let woke = sweep_ticks(c) - before;
+    assert!(
+        woke <= 3,
+        "the sweep woke {woke} times in {idle:?} with nothing due"
+    );
+}
+
+#[test]
+fn an_idle_module_sleeps_and_a_short_lease_still_expires_on_time() {
+    let redis = Redis::start(&[]);
+    let mut c = redis.conn();
+    redis
+        .cmd(&mut c, &["RC.NODE.LEASE", "n1", "3600000"])
+        .unwrap();
+    let idle = Duration::from_secs(2);
+
+    // A lease renewed through the module (one partition) with a short TTL, after a long
+    // idle period: the timer, armed for the net, is re-armed for the new expiry.
+    redis
+        .cmd(&mut c, &["RC.NODE.LEASE", "r1", "n2", "3600000"])
+        .unwrap();
+    redis
+        .cmd(&mut c, &["RC.JOIN", "r1", "n2", "c2", "cat"])
+        .unwrap();
+    idles(&mut c, idle);
+    let expires = server_ms(&mut c) + 1000;
+    redis
+        .cmd(&mut c, &["RC.NODE.LEASE", "r1", "n2", "1000"])
+        .unwrap();
+    let late = swept_after(&mut c, "r1", expires, Duration::from_millis(2000));
+    assert!(late >= 0, "r1: swept {late} ms before its expiry");
+
+    // The same through the every-partition form.
+    redis
+        .cmd(&mut c, &["RC.NODE.LEASE", "n2", "3600000"])
+        .unwrap();
+    redis
+        .cmd(&mut c, &["RC.JOIN", "r2", "n2", "c2", "cat"])
+        .unwrap();
+    idles(&mut c, idle);
+    let expires = server_ms(&mut c) + 800;
+    redis.cmd(&mut c, &["RC.NODE.LEASE", "n2", "800"]).unwrap();
+    let late = swept_after(&mut c, "r2", expires, Duration::from_millis(2000));
+    assert!(late >= 0, "r2: swept {late} ms before its expiry");
+
+    // Written by another client (`HSET`): the keyspace event re-arms the timer.
+    redis
+        .cmd(&mut c, &["RC.NODE.LEASE", "r3", "n2", "3600000"])
+        .unwrap();
+    redis
+        .cmd(&mut c, &["RC.JOIN", "r3", "n2", "c2", "cat"])
+        .unwrap();
+    idles(&mut c, idle);
+    let expires = server_ms(&mut c) + 500;
+    redis::cmd("HSET")
+        .arg(keys_of("r3").nodes())
+        .arg("n2")
+        .arg(expires)
+        .query::<()>(&mut c)
+        .unwrap();
+    let late = swept_after(&mut c, "r3", expires, Duration::from_millis(2000));
+    assert!(late >= 0, "r3: swept {late} ms before its expiry");
+
+    // n1 kept its lease all along, and the module's gauges followed.
+    let keys = keys_of("r1");
+    let kept: bool = redis::cmd("HEXISTS")
+        .arg(keys.nodes())
+        .arg("n1")
+        .query(&mut c)
+        .unwrap();
+    assert!(kept);
+    idles(&mut c, idle);
+    let info: String = redis::cmd("INFO").arg("roomcast").query(&mut c).unwrap();
+    assert_eq!(info_value(&info, "roomcast_nodes"), "1");
+    assert_eq!(info_value(&info, "roomcast_rooms"), "0");
+}
+
+#[test]
+fn a_promoted_replica_expires_leases_after_its_grace_without_polling() {
+    let primary = Redis::start(&[]);
+    let replica = Redis::replica_of(&primary, &[]);
+    let (mut p, mut r) = (primary.conn(), replica.conn());
+    primary
+        .cmd(&mut p, &["RC.NODE.LEASE", "n1", "3600000"])
+        .unwrap();
+    primary
+        .cmd(&mut p, &["RC.NODE.LEASE", "r1", "n2", "1500"])
+        .unwrap();
+    primary
+        .cmd(&mut p, &["RC.JOIN", "r1", "n2", "c2", "cat"])
+        .unwrap();
+    wait_replicas(&mut p, 1);
+
+    // Promoted before n2's lease runs out on the old primary, which no longer reaches it.
+    let promoted = server_ms(&mut r);
+    redis::cmd("REPLICAOF")
+        .arg("NO")
+        .arg("ONE")
+        .query::<()>(&mut r)
+        .unwrap();
+    // Past n2's expiry, the grace keeps it (no edge could renew during a failover), and
+    // the timer sleeps through the grace.
+    idles(&mut r, Duration::from_secs(2));
+    assert_eq!(
+        strings(&replica.cmd(&mut r, &["RC.MEMBERS", "r1"]).unwrap()),
+        ["c2"]
+    );
+    // Once the grace is over it is swept, no sooner.
+    let grace_ends = promoted + 10_000;
+    let late = swept_after(&mut r, "r1", grace_ends, Duration::from_millis(2500));
+    assert!(late >= 0, "swept {late} ms before the grace ended");
+    let kept: bool = redis::cmd("HEXISTS")
+        .arg(keys_of("r1").nodes())
+        .arg("n1")
+        .query(&mut r)
+        .unwrap();
+    assert!(kept, "n1's lease must stay");
 }

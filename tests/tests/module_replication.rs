@@ -42,6 +42,25 @@ const WRITES: &[&[&str]] = &[
         "a1",
     ],
     &["RC.PUBLISH", "lobby", "{\"n\":2}"],
+    // A batch: one entry per node (a `batch` entry where a node gets several), rooms of
+    // any partition on a standalone server, a refused message among them.
+    &[
+        "RC.PUBLISHM",
+        "lobby",
+        "3",
+        "lobby",
+        "{\"n\":3}",
+        "ann",
+        "a1",
+        "lobby",
+        "{\"n\":4}",
+        "",
+        "",
+        "",
+        "x",
+        "",
+        "",
+    ],
     &["RC.JOIN", "lobby", "n1", "a2", "ann", "SINCE", "$"],
     &["RC.SEND", "bob", "psst", "FROM", "cat"],
     &["RC.THROTTLE", "api:ann", "5", "1", "3600"],
@@ -164,8 +183,9 @@ fn every_write_command_the_module_registers_is_covered_above() {
     let covered: std::collections::HashSet<String> =
         WRITES.iter().map(|step| step[0].to_lowercase()).collect();
     let writes = write_commands(&mut c);
-    // lease, down, connect, disconnect, join, leave, publish, send, kick, throttle, probe.
-    assert_eq!(writes.len(), 11, "{writes:?}");
+    // lease, down, connect, disconnect, join, leave, publish, publishm, send, kick,
+    // throttle, probe.
+    assert_eq!(writes.len(), 12, "{writes:?}");
     let uncovered: Vec<_> = writes.iter().filter(|w| !covered.contains(*w)).collect();
     assert!(
         uncovered.is_empty(),

@@ -3,7 +3,7 @@
 //! index. Nothing on the hot path is shared with other workers.
 //!
 //! This is where a worker's tasks are started, each given only what it needs: the
-//! inbox reader, the lease keeper, the liveness prober and the Sentinel watcher (with
+//! publish batcher, the inbox reader, the lease keeper, the liveness prober and the Sentinel watcher (with
 //! Redis only), and one HTTP task per accepted connection.
 
 use std::net::SocketAddr;
@@ -17,6 +17,7 @@ use tokio::task::{JoinHandle, LocalSet};
 
 use crate::app::drain::drain;
 use crate::backend::module::Module;
+use crate::backend::publisher::BatchPolicy;
 use crate::backend::Backend;
 use crate::context::{Context, Shared};
 use crate::http;
@@ -39,13 +40,29 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
 /// The worker's context: its module client over a command connection of its own.
 fn context(index: usize, node: String, shared: Arc<Shared>) -> Context {
     let backend = Backend::new(shared.target.clone(), shared.metrics_of(index));
-    let module = Module::new(backend, node.clone(), shared.layout.clone(), shared.cluster);
+    let config = &shared.config;
+    let batch = BatchPolicy {
+        max: config.publish_batch_max as usize,
+        delay: Duration::from_micros(config.publish_batch_delay_us),
+    };
+    let module = Module::new(
+        backend,
+        node.clone(),
+        shared.layout.clone(),
+        shared.cluster,
+        batch,
+    );
     Context::new(index, node, shared, module)
 }
 
 /// Takes the node's leases, then starts the tasks that keep it in Redis and read its
-/// inbox: reader, lease renewal, liveness prober, Sentinel watcher.
+/// inbox: publish batcher, reader, lease renewal, liveness prober, Sentinel watcher.
 async fn start_background(ctx: &Rc<Context>) -> Vec<JoinHandle<()>> {
+    // First, so it is stopped last: sessions draining still get their publishes out.
+    let publisher = tokio::task::spawn_local({
+        let module = ctx.module.clone();
+        async move { module.run_publisher().await }
+    });
     lease::start(ctx).await;
     let liveness = Rc::new(Liveness::default());
     let reader = tokio::task::spawn_local(inbox::run(ctx.clone(), liveness.clone()));
@@ -59,7 +76,7 @@ async fn start_background(ctx: &Rc<Context>) -> Vec<JoinHandle<()>> {
         async move { failover::watch(&ctx, || liveness.restart.notify_one()).await }
     });
     // Stopped in reverse order.
-    vec![reader, renewer, prober, watcher]
+    vec![publisher, reader, renewer, prober, watcher]
 }
 
 /// Runs worker `index` on the current thread until `shutdown` turns true, then drains.

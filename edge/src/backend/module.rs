@@ -1,6 +1,9 @@
 //! The typed module client: one function per module command the edge sends, with typed
 //! replies. No other file builds an `RC.*` command or picks a reply apart.
 //!
+//! Publishing (`RC.PUBLISH`, `RC.PUBLISHM` and the worker's batching of them) is in
+//! [`publish`].
+//!
 //! Room and user names go out partition-tagged (`{tag}name`) under Redis Cluster, so
 //! each command is routed to the shard serving the name's partition, and plain on a
 //! standalone server. Errors come back as [`RedisError`]s; what they mean is
@@ -8,6 +11,7 @@
 
 use std::borrow::Cow;
 use std::future::Future;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -15,10 +19,13 @@ use redis::aio::MultiplexedConnection;
 use redis::{Cmd, RedisError, Value};
 use roomcast_common::partition::Partitioner;
 
+use crate::backend::publisher::{BatchPolicy, Publisher};
 use crate::backend::replies::{parse_info, stored, History, Info, JoinReply};
 use crate::backend::resp::bulk_text;
 use crate::backend::streams::{BLOCK_MS, COUNT};
 use crate::backend::Backend;
+
+mod publish;
 /// A registration the module lost, to be sent again (see [`Module::register_again`]).
 pub enum Again<'a> {
     /// `RC.CONNECT` of connection `conn` of `user`.
@@ -53,17 +60,30 @@ pub struct Module {
     /// The module refused the one-command lease as an arity error (a module older than
     /// this edge): leases go one per partition, as under Cluster.
     lease_each: Arc<AtomicBool>,
+    /// The worker's publish queue (see [`crate::backend::publisher`]).
+    publisher: Rc<Publisher>,
+    /// The module does not know `RC.PUBLISHM` (older than this edge): publishes go
+    /// one `RC.PUBLISH` each.
+    publish_each: Arc<AtomicBool>,
 }
 
 impl Module {
-    /// The client of node `node` over `backend`.
-    pub fn new(backend: Backend, node: String, layout: Partitioner, cluster: bool) -> Self {
+    /// The client of node `node` over `backend`, batching publishes as `batch` says.
+    pub fn new(
+        backend: Backend,
+        node: String,
+        layout: Partitioner,
+        cluster: bool,
+        batch: BatchPolicy,
+    ) -> Self {
         Self {
             backend,
             node,
             layout,
             cluster,
             lease_each: Arc::default(),
+            publisher: Rc::new(Publisher::new(batch)),
+            publish_each: Arc::default(),
         }
     }
 
@@ -157,28 +177,6 @@ impl Module {
         cmd.arg(&*self.routed(user)).arg(&self.node).arg(conn);
         cmds.push(cmd);
         self.backend.run_batch(cmds).await.map(drop)
-    }
-
-    /// `RC.PUBLISH … FROM from CONN conn`: the message's offset (`None` for a room
-    /// without history).
-    pub async fn publish(
-        &self,
-        room: &str,
-        data: &[u8],
-        from: &str,
-        conn: &str,
-    ) -> Result<Option<String>, RedisError> {
-        let mut cmd = redis::cmd("RC.PUBLISH");
-        cmd.arg(&*self.routed(room))
-            .arg(data)
-            .arg("FROM")
-            .arg(from)
-            .arg("CONN")
-            .arg(conn);
-        Ok(match self.backend.run(&cmd).await? {
-            Value::Array(reply) => reply.get(2).and_then(bulk_text),
-            _ => None,
-        })
     }
 
     /// `RC.SEND … FROM from`: a direct message to every connection of `user`.
@@ -386,6 +384,7 @@ mod tests {
             "n1".into(),
             layout.clone(),
             false,
+            BatchPolicy::OFF,
         );
         let tagged = Module {
             cluster: true,

@@ -7,9 +7,10 @@ use roomcast_common::command;
 use crate::args::check;
 use crate::gauges::{self, census};
 use crate::state::{self, layout};
+use crate::sweep;
 
 /// Counters of this server since it started: `(name, value)`.
-fn counters() -> [(&'static str, u64); 6] {
+fn counters() -> [(&'static str, u64); 7] {
     [
         ("published", state::PUBLISHED.get()),
         ("sent", state::SENT.get()),
@@ -17,6 +18,7 @@ fn counters() -> [(&'static str, u64); 6] {
         ("limited", state::LIMITED.get()),
         ("banned", state::BANNED.get()),
         ("swept_nodes", state::SWEPT_NODES.get()),
+        ("sweep_ticks", sweep::ticks()),
     ]
 }
 
@@ -27,7 +29,8 @@ fn int(n: u64) -> RedisValue {
 /// `RC.INFO` → a flat `[name, value, …]` array: `partitions`, `tags` (the partition
 /// tags, index = partition), `inbox` (`shared`: one inbox stream per node, partition 0's
 /// `{tag}:inbox:<node>`; `per-partition` under Redis Cluster), live gauges `nodes`, `connections`, `rooms`, then this
-/// server's counters `published`, `sent`, `routed`, `limited`, `banned`, `swept_nodes`.
+/// server's counters `published`, `sent`, `routed`, `limited`, `banned`, `swept_nodes`,
+/// `sweep_ticks` (how often the sweep's timer woke Redis).
 pub fn info(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     check(command::info(&args))?;
     let layout = layout()?;

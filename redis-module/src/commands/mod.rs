@@ -7,6 +7,7 @@ pub mod node;
 pub mod presence;
 pub mod probe;
 pub mod publish;
+pub mod publish_batch;
 pub mod read;
 pub mod rooms;
 pub mod throttle;
