@@ -183,7 +183,8 @@ impl Outbox {
             let notified = self.wake.notified();
             let closing = {
                 let mut q = self.queue.borrow_mut();
-                for f in q.frames.drain(..) {
+                // Taken, not drained: the queue's storage goes with the frames.
+                for f in std::mem::take(&mut q.frames) {
                     buf.extend_from_slice(&f);
                 }
                 q.bytes = 0;
@@ -201,10 +202,8 @@ impl Outbox {
                         false
                     }
                 };
-                buf.clear();
-                if buf.capacity() > 64 * 1024 {
-                    buf = BytesMut::new();
-                }
+                // Released after every batch, so an idle connection holds no write buffer.
+                buf = BytesMut::new();
                 if !ok {
                     break;
                 }

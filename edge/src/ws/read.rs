@@ -1,14 +1,29 @@
 //! Reading client WebSocket frames (RFC 6455 §5) with a buffer that grows only as needed.
 //!
-//! A general-purpose reader keeps a fixed read buffer per connection (fastwebsockets
-//! allocates 8 KiB up front); chat frames are tens of bytes and most connections are idle,
-//! so this one starts empty, reads in small chunks, and gives large buffers back after a
-//! big frame. It enforces what the edge needs from the RFC: client frames masked, no
+//! A fixed read buffer per connection would cost kilobytes per idle connection, while
+//! chat frames are tens of bytes and most connections are idle. So an idle connection
+//! holds no read buffer at all: a reader without spare room reads into a per-thread
+//! landing buffer and keeps only the bytes that came, a large frame reserves what its
+//! header declares (up to a bound), and the buffer is dropped once a frame is consumed
+//! with nothing left over. It enforces what the edge needs from the RFC: client frames masked, no
 //! reserved bits or unknown opcodes, control frames final and ≤ 125 bytes, a per-frame
 //! size cap, and UTF-8 for complete text frames. Fragment assembly, close codes and the
 //! whole-message cap are [`super::message`]'s job.
 
-use tokio::io::{AsyncRead, AsyncReadExt};
+use std::cell::RefCell;
+use std::pin::Pin;
+use std::task::Poll;
+
+use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
+
+/// Size of the per-thread landing buffer an empty reader reads into.
+const SCRATCH_BYTES: usize = 16 * 1024;
+
+thread_local! {
+    /// Where a reader with no buffer of its own receives bytes, borrowed only within one
+    /// poll: an idle connection waiting for its next frame then holds no buffer at all.
+    static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0; SCRATCH_BYTES].into_boxed_slice());
+}
 
 /// The opcodes a frame may carry (defined with the frame format).
 pub use crate::ws::frame::{OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT};
@@ -17,8 +32,6 @@ pub use crate::ws::frame::{OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_PING, OP_PON
 const READ_CHUNK: usize = 512;
 /// Bytes read at a time while discarding what a closing peer still sends.
 const DISCARD_CHUNK: usize = 4096;
-/// A buffer grown past this by a large frame is released once that frame is consumed.
-const KEEP_CAPACITY: usize = 16 * 1024;
 /// Most bytes reserved ahead of what has arrived: a header may declare up to the cap,
 /// and the buffer then grows with the bytes that actually come, not with the claim.
 const MAX_RESERVE: usize = 1 << 20;
@@ -79,13 +92,40 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 self.start = 0;
             }
             let missing = need - self.buf.len();
-            self.buf.reserve(missing.clamp(READ_CHUNK, MAX_RESERVE));
-            match self.io.read_buf(&mut self.buf).await {
-                Ok(0) | Err(_) => return Err(ReadError::Closed),
-                Ok(_) => {}
+            if missing > READ_CHUNK {
+                self.buf.reserve(missing.min(MAX_RESERVE));
+            }
+            let read = if self.buf.capacity() - self.buf.len() >= READ_CHUNK {
+                self.io.read_buf(&mut self.buf).await.unwrap_or(0)
+            } else {
+                self.read_via_scratch().await
+            };
+            if read == 0 {
+                return Err(ReadError::Closed);
             }
         }
         Ok(())
+    }
+
+    /// Reads into the thread's scratch buffer and appends what came to `buf`; 0 on EOF
+    /// or error.
+    async fn read_via_scratch(&mut self) -> usize {
+        let (io, buf) = (&mut self.io, &mut self.buf);
+        std::future::poll_fn(|cx| {
+            SCRATCH.with(|scratch| {
+                let mut scratch = scratch.borrow_mut();
+                let mut landing = ReadBuf::new(&mut scratch[..]);
+                match Pin::new(&mut *io).poll_read(cx, &mut landing) {
+                    Poll::Pending => Poll::Pending,
+                    Poll::Ready(Err(_)) => Poll::Ready(0),
+                    Poll::Ready(Ok(())) => {
+                        buf.extend_from_slice(landing.filled());
+                        Poll::Ready(landing.filled().len())
+                    }
+                }
+            })
+        })
+        .await
     }
 
     /// Reads and throws away everything the peer still sends, until it closes (EOF) or
@@ -171,11 +211,9 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         }
         self.start = body + len;
         if self.start == self.buf.len() {
-            self.buf.clear();
+            // Nothing left over: an idle connection keeps no buffer.
+            self.buf = Vec::new();
             self.start = 0;
-            if self.buf.capacity() > KEEP_CAPACITY {
-                self.buf = Vec::new();
-            }
         }
         if opcode == OP_TEXT && fin && std::str::from_utf8(&payload).is_err() {
             return Err(ReadError::NotUtf8);
