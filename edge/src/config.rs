@@ -111,9 +111,12 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub publish_batch_max: u32,
 
-    /// Microseconds a publish that finds no batch in flight waits for others to join
-    /// it before it is sent (the most it adds to a publish's latency). 0 = send at once
-    /// (publishes still coalesce while a batch is in flight).
+    /// Pacing of publish batches, in microseconds: after a batch of several publishes,
+    /// a worker sends the next no sooner than this after it — larger batches and less
+    /// Redis CPU under load, for up to this much more latency; while its worker paces, a
+    /// connection publishes about once per this time. After a batch of one the next goes
+    /// at once. 0 = no pacing: what queued while a batch was in flight goes as soon as
+    /// the reply arrives.
     #[arg(long, env = "ROOMCAST_PUBLISH_BATCH_DELAY_US", default_value_t = 1000,
           value_parser = clap::value_parser!(u64).range(0..=100_000))]
     pub publish_batch_delay_us: u64,

@@ -6,12 +6,16 @@
 //! (`Module::publish_batch` in [`crate::backend::module`]), which Redis runs as one command writing one inbox
 //! entry and one push per node, however many messages it carries.
 //!
-//! The rule is Nagle's, with a bound: one batch in flight per worker. A publish that
-//! finds nothing queued waits up to `--publish-batch-delay-us` for others to join it
-//! (the most batching adds to a publish's latency), then goes; what queues while a batch
-//! is in flight goes as the next batch the moment the reply arrives, without waiting.
-//! So at low rates a publish costs one delay and at high rates batches grow with the
-//! load, up to `--publish-batch-max`.
+//! The rule is Nagle's, paced: one batch in flight per worker, and what queues meanwhile
+//! goes as the next batch, up to `--publish-batch-max`. Nagle alone hardly batches at
+//! real loads (publishes rarely come within one round trip of each other), so after a
+//! batch of several ([`worth_pacing`]) the worker sends the next no sooner than
+//! `--publish-batch-delay-us` after it ([`hold`]): batches then grow with the rate and
+//! Redis runs one command per delay per worker. After a batch of one the next goes at
+//! once, so a quiet worker adds no latency. The price, measured in docs/BENCHMARKS.md:
+//! up to the delay (plus the timer's 1 ms resolution) of latency under load, and a
+//! connection — which sends its next publish after the previous one's ack — publishes
+//! about once per delay while its worker paces.
 //!
 //! Each client still gets its own ack or error: the module answers each message of a
 //! batch on its own (rate limits stay per sender and exact, in queue order), and a batch
@@ -21,13 +25,19 @@
 
 use std::cell::RefCell;
 use std::future::Future;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redis::RedisError;
 use tokio::sync::{oneshot, Notify};
 
 /// What a publish returns: its history offset (`None` for a room without history).
 pub type Published = Result<Option<String>, RedisError>;
+
+/// Most payload bytes in one batch (a single larger publish still goes, alone): bounds
+/// the command, the inbox entry and the push one batch makes, so a batch of large
+/// messages neither holds Redis for long nor pushes a subscriber towards Redis's pub/sub
+/// output-buffer limit.
+pub const MAX_BATCH_BYTES: usize = 1 << 20;
 
 /// How publishes are batched (`--publish-batch-max`, `--publish-batch-delay-us`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,6 +93,11 @@ impl Message {
     /// The room's partition.
     pub fn partition(&self) -> u32 {
         self.partition
+    }
+
+    /// The bytes of its four arguments.
+    pub fn size(&self) -> usize {
+        self.bytes.len()
     }
 
     /// `room`, `data`, `from`, `conn`: the message's arguments in `RC.PUBLISHM`.
@@ -152,23 +167,66 @@ impl Publisher {
         F: Fn(Vec<Message>) -> Fut,
         Fut: Future<Output = Vec<Published>>,
     {
+        let mut last_sent: Option<Instant> = None;
+        let mut pacing = false;
         loop {
             if self.queue.borrow().is_empty() {
                 self.wake.notified().await;
-                if !self.policy.delay.is_zero() {
-                    tokio::time::sleep(self.policy.delay).await;
+            }
+            if pacing && self.queue.borrow().len() < self.policy.max {
+                let wait = hold(Instant::now(), last_sent, self.policy.delay);
+                if !wait.is_zero() {
+                    tokio::time::sleep(wait).await;
                 }
             }
             let taken = {
                 let mut queue = self.queue.borrow_mut();
-                let n = queue.len().min(self.policy.max);
+                let n = batch_len(queue.iter().map(|p| p.message.size()), self.policy.max);
                 queue.drain(..n).collect::<Vec<_>>()
             };
-            if !taken.is_empty() {
-                send_batch(taken, by_partition, &send).await;
+            if taken.is_empty() {
+                continue;
             }
+            let now = Instant::now();
+            pacing = worth_pacing(taken.len(), self.policy.delay);
+            last_sent = Some(now);
+            send_batch(taken, by_partition, &send).await;
         }
     }
+}
+
+/// Whether to pace the next batch, given that this one carries `batch` messages: when it
+/// holds two or more, publishes are coming faster than one round trip apart from
+/// several clients, and a window would gather more. After a batch of one the next goes
+/// at once, so a quiet worker, or one whose publishes all come from one connection (a
+/// connection sends its next publish only after the previous one's ack), is never held.
+fn worth_pacing(batch: usize, delay: Duration) -> bool {
+    !delay.is_zero() && batch >= 2
+}
+
+/// How long the next batch waits when paced and the previous one went out at
+/// `last_sent`: until `delay` after it, so a paced worker sends at most one batch per
+/// `delay`, each carrying what arrived meanwhile (batches grow with the rate, and Redis
+/// runs one command per `delay` per worker instead of one per publish).
+fn hold(now: Instant, last_sent: Option<Instant>, delay: Duration) -> Duration {
+    last_sent.map_or(Duration::ZERO, |at| {
+        (at + delay).saturating_duration_since(now)
+    })
+}
+
+/// How many of the queued messages (their sizes, in order) the next batch takes: at most
+/// `max`, and no more than [`MAX_BATCH_BYTES`] unless a single message is larger.
+fn batch_len(sizes: impl Iterator<Item = usize>, max: usize) -> usize {
+    let mut bytes = 0;
+    let mut n = 0;
+    for size in sizes.take(max) {
+        if n > 0 && bytes + size > MAX_BATCH_BYTES {
+            break;
+        }
+        bytes += size;
+        n += 1;
+    }
+    n
 }
 
 /// Sends one batch — one `send` per partition when `by_partition`, one in all otherwise
@@ -224,6 +282,54 @@ mod tests {
         );
         let empty = Message::new(0, "r", b"", "", "");
         assert_eq!(empty.args(), [&b"r"[..], &b""[..], &b""[..], &b""[..]]);
+    }
+
+    #[test]
+    fn a_batch_is_bounded_by_count_and_by_bytes() {
+        assert_eq!(batch_len([10, 10, 10].into_iter(), 2), 2);
+        assert_eq!(batch_len([10, 10, 10].into_iter(), 256), 3);
+        assert_eq!(batch_len(std::iter::empty(), 256), 0);
+        let half = MAX_BATCH_BYTES / 2;
+        assert_eq!(batch_len([half, half, 1].into_iter(), 256), 2);
+        // A message over the bound goes, alone.
+        assert_eq!(batch_len([MAX_BATCH_BYTES * 2, 1].into_iter(), 256), 1);
+        assert_eq!(batch_len([1, MAX_BATCH_BYTES * 2].into_iter(), 256), 1);
+    }
+
+    #[test]
+    fn only_a_batch_of_several_paces_the_next() {
+        let ms = Duration::from_millis;
+        assert!(
+            !worth_pacing(1, ms(1)),
+            "one publish: the next goes at once"
+        );
+        assert!(worth_pacing(2, ms(1)));
+        assert!(worth_pacing(100, ms(1)));
+        assert!(!worth_pacing(100, Duration::ZERO), "0 = never pace");
+    }
+
+    #[test]
+    fn a_batch_waits_only_within_the_delay_after_the_previous_one() {
+        let now = Instant::now();
+        let ms = Duration::from_millis;
+        assert_eq!(
+            hold(now, None, ms(1)),
+            Duration::ZERO,
+            "the first goes at once"
+        );
+        let sparse = now.checked_sub(ms(5)).unwrap_or(now);
+        assert_eq!(hold(now, Some(sparse), ms(1)), Duration::ZERO);
+        let busy = now.checked_sub(Duration::from_micros(300)).unwrap_or(now);
+        let wait = hold(now, Some(busy), ms(1));
+        assert!(
+            wait > Duration::ZERO && wait <= Duration::from_micros(700),
+            "{wait:?}"
+        );
+        assert_eq!(
+            hold(now, Some(now), Duration::ZERO),
+            Duration::ZERO,
+            "0 = no pacing"
+        );
     }
 
     #[test]
