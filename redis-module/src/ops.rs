@@ -245,20 +245,10 @@ pub fn now_ms() -> i64 {
     unsafe { redis_module::raw::RedisModule_Milliseconds.map_or(0, |now| now()) }
 }
 
-/// Stores a string value that expires at an absolute time (`SET key value PXAT ms`),
-/// replicated as written so replicas and the AOF get the same absolute expiry.
-pub fn set_until(
-    ctx: &Context,
-    name: &str,
-    value: &str,
-    expire_at_ms: i64,
-) -> Result<(), RedisError> {
-    set_string(ctx, name, value.as_bytes(), Some(expire_at_ms))
-}
-
-/// `SET name value [PXAT expire_at_ms]` without `RM_Call` (the history's hot path):
-/// `RM_StringSet`, which replaces any value and any TTL as `SET` does, then
-/// `RM_SetAbsExpire`; replicated as exactly that `SET`, with the absolute time.
+/// `SET name value [PXAT expire_at_ms]` without `RM_Call` (the publish path: the sender
+/// policy, room history positions): `RM_StringSet`, which replaces any value and any TTL
+/// as `SET` does, then `RM_SetAbsExpire`; replicated as exactly that `SET`, with the
+/// absolute time, so replicas and the AOF get the same absolute expiry.
 pub fn set_string(
     ctx: &Context,
     name: &str,

@@ -168,7 +168,12 @@ pub fn check(ctx: &Context, sender: &str, routing_partition: u32) -> Result<(), 
         config::get(&config::BAN_MS),
     );
     if state != before {
-        ops::set_until(ctx, &key, &state.encode(), state.expires_at_ms(now))?;
+        ops::set_string(
+            ctx,
+            &key,
+            state.encode().as_bytes(),
+            Some(state.expires_at_ms(now)),
+        )?;
     }
     match verdict {
         Verdict::Allowed => Ok(()),

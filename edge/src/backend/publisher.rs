@@ -187,9 +187,8 @@ impl Publisher {
             if taken.is_empty() {
                 continue;
             }
-            let now = Instant::now();
             pacing = worth_pacing(taken.len(), self.policy.delay);
-            last_sent = Some(now);
+            last_sent = Some(Instant::now());
             send_batch(taken, by_partition, &send).await;
         }
     }

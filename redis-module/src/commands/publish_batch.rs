@@ -24,13 +24,12 @@ use crate::commands::publish::{self, message_values};
 use crate::inbox::Entry;
 use crate::state::{layout, Layout, PUBLISHED};
 
-/// A message of the batch that was addressed: its reply, its entry fields packed
-/// ([`push::pack_fields`]) for a batch entry, and what a lone entry is built from.
+/// A message of the batch that was addressed: its reply, and what its entry is built
+/// from.
 struct Routed<'a> {
     message: Publish<'a>,
     addressed: publish::Addressed,
     offset_text: String,
-    packed: Vec<u8>,
 }
 
 /// `RC.PUBLISHM partition count room data from conn [room data from conn …]` → one
@@ -82,16 +81,10 @@ fn route_one<'a>(
     let keys = layout.keys(message.room.partition)?;
     let addressed = publish::address(ctx, keys, &message)?;
     let offset_text = addressed.offset_text();
-    let mut packed = Vec::with_capacity(64 + message.data.len());
-    let values = message_values(&message, &offset_text);
-    let fields = entry::encode(Kind::Message, &values)
-        .ok_or_else(|| err("internal: message entry has the wrong fields"))?;
-    push::pack_fields(fields, &mut packed);
     Ok(Routed {
         message,
         addressed,
         offset_text,
-        packed,
     })
 }
 
@@ -136,7 +129,8 @@ fn write_inboxes(
     Ok(())
 }
 
-/// The inbox entry of messages `indices` of the batch.
+/// The inbox entry of messages `indices` of the batch. The messages are packed here, for
+/// a batch entry only, once per distinct set of messages.
 fn entry_for(
     ctx: &Context,
     outcomes: &[Result<Routed<'_>, RedisError>],
@@ -153,9 +147,15 @@ fn entry_for(
             return Entry::new(ctx, Kind::Message, &values);
         }
     }
-    let mut data = Vec::with_capacity(routed().map(|r| r.packed.len() + 4).sum());
+    let mut data = Vec::new();
+    let mut packed = Vec::new();
     for r in routed() {
-        batch::put_entry(&r.packed, &mut data);
+        let values = message_values(&r.message, &r.offset_text);
+        let fields = entry::encode(Kind::Message, &values)
+            .ok_or_else(|| err("internal: message entry has the wrong fields"))?;
+        packed.clear();
+        push::pack_fields(fields, &mut packed);
+        batch::put_entry(&packed, &mut data);
     }
     Entry::new(ctx, Kind::Batch, &[&data])
 }

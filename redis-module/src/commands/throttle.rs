@@ -54,7 +54,7 @@ pub fn throttle(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     let decision = gcra::throttle(&mut store, &quota, quantity);
     if let Some(tat) = store.written {
         let expire_at = ceil_millis(tat).max(now_ms + 1);
-        ops::set_until(ctx, &name, &tat.to_string(), expire_at)?;
+        ops::set_string(ctx, &name, tat.to_string().as_bytes(), Some(expire_at))?;
     }
     Ok(RedisValue::Array(vec![
         RedisValue::Integer(i64::from(decision.limited)),
