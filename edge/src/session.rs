@@ -9,6 +9,7 @@
 //! - [`reading`]: frames → messages → typed requests, the local rate limit.
 //! - [`heartbeat`]: server pings, dead-peer detection and token expiry.
 //! - [`ops`]: the client operations, each one module command (or the floor).
+//! - [`in_flight`]: a connection's publishes sent on before the previous one's answer.
 //! - [`rooms`]: what the operations run on: the module, or the in-process floor.
 //! - [`failures`]: a failed module command → the client's error or close code.
 //! - [`ratelimit`]: the local per-connection token bucket.
@@ -20,6 +21,7 @@
 pub mod conn;
 pub mod failures;
 pub mod heartbeat;
+pub mod in_flight;
 pub mod ops;
 pub mod ratelimit;
 pub mod reading;

@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use roomcast_tests::edge::{join, request, Edge};
+use roomcast_tests::ws::{Message, WsClient};
 use roomcast_tests::Redis;
 
 /// Publishers in the room, and publishes each sends.
@@ -127,4 +128,176 @@ fn a_senders_rate_limit_is_exact_inside_one_batch() {
         request(&mut conns[0], json!({"op":"ping"}), 8)["op"],
         "pong"
     );
+}
+
+/// Reads a client's frames until `want` answers (`ack` or `error`) came, answering
+/// nothing else; returns them in the order they arrived.
+fn answers(client: &mut WsClient, want: usize) -> Vec<Value> {
+    let mut got = Vec::new();
+    while got.len() < want {
+        let m = client
+            .recv_json_where(Duration::from_secs(10), |m| {
+                m["op"] == "ack" || m["op"] == "error" || m["op"] == "pong"
+            })
+            .unwrap_or_else(|e| panic!("answer {} of {want}: {e}", got.len() + 1));
+        got.push(m);
+    }
+    got
+}
+
+#[test]
+fn one_connections_publishes_go_out_before_their_acks_and_are_answered_in_order() {
+    let redis = Redis::start(&["history-len", "100"]);
+    // A long pacing delay: a connection that waited for each ack would need a batch
+    // window per publish; with publishes in flight its 40 go in a few batches.
+    let args = ["--conn-rate", "0", "--publish-batch-delay-us", "20000"];
+    let edge = Edge::start(&redis, "flight-a", &args);
+    let other = Edge::start(&redis, "flight-b", &args);
+    let (mut sender, _) = edge.connect("sam");
+    join(&mut sender, "flight", 1);
+    let (mut listener, _) = other.connect("lee");
+    join(&mut listener, "flight", 1);
+
+    // 40 publishes back to back; among them requests that are answered at once (a
+    // publish to a room not joined, a malformed one) or that are not publishes
+    // (presence, ping): every answer comes in the order of the requests.
+    let mut expected = Vec::new();
+    for n in 0..40u64 {
+        let id = 1000 + n;
+        let msg = match n {
+            10 => json!({"op":"publish","room":"elsewhere","data":n,"id":id}),
+            20 => json!({"op":"presence","room":"flight","id":id}),
+            30 => json!({"op":"publish","room":"flight","id":id}),
+            35 => json!({"op":"ping","id":id}),
+            _ => json!({"op":"publish","room":"flight","data":{"n":n},"id":id}),
+        };
+        sender.send_json(&msg).expect("send");
+        expected.push(id);
+    }
+    let got = answers(&mut sender, expected.len());
+    let ids: Vec<u64> = got.iter().map(|m| m["id"].as_u64().unwrap_or(0)).collect();
+    assert_eq!(ids, expected, "answers in request order");
+    let by_id = |id: u64| &got[(id - 1000) as usize];
+    assert_eq!(by_id(1010)["code"], "not_member", "{}", by_id(1010));
+    assert_eq!(by_id(1020)["op"], "ack");
+    assert_eq!(by_id(1030)["code"], "bad_request", "{}", by_id(1030));
+    assert_eq!(by_id(1035)["op"], "pong");
+    // The acks' offsets grow in publish order.
+    let offsets: Vec<String> = got
+        .iter()
+        .filter(|m| m["op"] == "ack" && m["offset"].is_string())
+        .map(|m| m["offset"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(offsets.len(), 36, "{got:?}");
+    let seqs: Vec<u64> = offsets
+        .iter()
+        .map(|o| {
+            o.rsplit(':')
+                .next()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0)
+        })
+        .collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{offsets:?}");
+
+    // The listener gets the 36 published, in order, once.
+    let wanted: Vec<u64> = (0..40).filter(|n| ![10, 20, 30, 35].contains(n)).collect();
+    let mut heard = Vec::new();
+    while heard.len() < wanted.len() {
+        let m = listener
+            .recv_json_where(Duration::from_secs(10), |m| m["op"] == "message")
+            .expect("every message");
+        heard.push(m["data"]["n"].as_u64().unwrap_or(u64::MAX));
+    }
+    assert_eq!(heard, wanted);
+    assert!(
+        listener.recv_json(Duration::from_millis(300)).is_err(),
+        "nothing more arrives"
+    );
+    let batches = edge.metric("roomcast_edge_publish_batches_total");
+    assert!(
+        batches <= 8.0,
+        "36 publishes of one connection took {batches} batches: not in flight together"
+    );
+}
+
+/// Kicks a connection while it has publishes in flight; returns the ids acked to it
+/// before its close frame, the close, and the ids that reached the room.
+fn kick_with_publishes_in_flight(
+    redis: &Redis,
+    edge: &Edge,
+    listener: &mut WsClient,
+    user: &str,
+) -> (Vec<u64>, (Option<u16>, String), Vec<u64>) {
+    let (mut sender, _) = edge.connect(user);
+    join(&mut sender, "kicks", 1);
+    // Redis sleeps while the publishes arrive, and the kick comes while they are in
+    // flight: when it wakes, the edge gets their replies and the kick together.
+    let sleeper = {
+        let mut conn = redis.conn();
+        std::thread::spawn(move || {
+            let _ = redis::cmd("DEBUG")
+                .arg("SLEEP")
+                .arg("0.3")
+                .query::<redis::Value>(&mut conn);
+        })
+    };
+    std::thread::sleep(Duration::from_millis(50));
+    for n in 0..30u64 {
+        let msg = json!({"op":"publish","room":"kicks","data":{"n":n},"id":n});
+        sender.send_json(&msg).expect("send");
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    let mut conn = redis.conn();
+    redis.cmd(&mut conn, &["RC.KICK", user]).expect("RC.KICK");
+    sleeper.join().expect("sleeper");
+
+    // The sender: its acks, then the close frame.
+    let mut acked = Vec::new();
+    let close = loop {
+        match sender
+            .recv(Duration::from_secs(10))
+            .expect("a frame or the close")
+        {
+            Message::Text(text) => {
+                let m: Value = serde_json::from_str(&text).expect("JSON");
+                if m["op"] == "ack" {
+                    acked.push(m["id"].as_u64().unwrap_or(u64::MAX));
+                }
+            }
+            Message::Close(code, reason) => break (code, reason),
+            _ => {}
+        }
+    };
+    let mut heard = Vec::new();
+    while let Ok(m) = listener.recv_json_where(Duration::from_millis(500), |m| m["op"] == "message")
+    {
+        heard.push(m["data"]["n"].as_u64().unwrap_or(u64::MAX));
+    }
+    (acked, close, heard)
+}
+
+/// A kick (as a ban, or a drain) that comes while a connection has publishes in flight
+/// waits for their answers: every message that reached the room was acked to its
+/// sender before the close frame. Three rounds: which arrives first at the edge, the
+/// replies or the kick, is up to the scheduler.
+#[test]
+fn a_kick_answers_the_publishes_already_sent_before_closing() {
+    let redis = Redis::start(&[]);
+    let args = ["--conn-rate", "0"];
+    let edge = Edge::start(&redis, "kick-a", &args);
+    let other = Edge::start(&redis, "kick-b", &args);
+    let (mut listener, _) = other.connect("lou");
+    join(&mut listener, "kicks", 1);
+    for round in 0..3 {
+        let user = format!("kim{round}");
+        let (acked, close, heard) =
+            kick_with_publishes_in_flight(&redis, &edge, &mut listener, &user);
+        assert_eq!(close, (Some(1008), "kicked".to_string()), "round {round}");
+        assert!(!heard.is_empty(), "round {round}: nothing was routed");
+        assert_eq!(
+            heard, acked,
+            "round {round}: delivered vs acked before the close"
+        );
+    }
 }

@@ -13,9 +13,10 @@
 //! `--publish-batch-delay-us` after it ([`hold`]): batches then grow with the rate and
 //! Redis runs one command per delay per worker. After a batch of one the next goes at
 //! once, so a quiet worker adds no latency. The price, measured in docs/BENCHMARKS.md:
-//! up to the delay (plus the timer's 1 ms resolution) of latency under load, and a
-//! connection — which sends its next publish after the previous one's ack — publishes
-//! about once per delay while its worker paces.
+//! up to the delay (plus the timer's 1 ms resolution) of latency under load. A
+//! connection does not wait for one publish's reply to queue its next
+//! (`session::in_flight`), so pacing caps the worker's commands, not a connection's
+//! publishes.
 //!
 //! Each client still gets its own ack or error: the module answers each message of a
 //! batch on its own (rate limits stay per sender and exact, in queue order), and a batch
@@ -25,6 +26,8 @@
 
 use std::cell::RefCell;
 use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use redis::RedisError;
@@ -119,6 +122,24 @@ struct Pending {
     reply: oneshot::Sender<Published>,
 }
 
+/// The reply of a queued publish, to come ([`Publisher::submit`]).
+pub struct Ticket(oneshot::Receiver<Published>);
+
+impl Future for Ticket {
+    type Output = Published;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Published> {
+        Pin::new(&mut self.0).poll(cx).map(|answer| {
+            answer.unwrap_or_else(|_| {
+                Err(RedisError::from((
+                    redis::ErrorKind::Io,
+                    "the worker stopped before the publish was sent",
+                )))
+            })
+        })
+    }
+}
+
 /// A worker's publish queue (see the module docs).
 pub struct Publisher {
     policy: BatchPolicy,
@@ -143,19 +164,17 @@ impl Publisher {
         self.policy
     }
 
-    /// Queues `message` for the next batch and waits for its own reply. Cancel-safe: a
-    /// publish dropped while queued is still sent (its reply is dropped), like a command
-    /// already written to Redis.
-    pub async fn publish(&self, message: Message) -> Published {
+    /// Queues `message` for the next batch now; the [`Ticket`] resolves to its reply.
+    /// Cancel-safe: a publish whose ticket is dropped is still sent (its reply is
+    /// dropped), like a command already written to Redis.
+    /// A session uses this to send its next publish before the previous one's reply:
+    /// publishes queued one after another go out in that order, and their replies come
+    /// back in it.
+    pub fn submit(&self, message: Message) -> Ticket {
         let (reply, answer) = oneshot::channel();
         self.queue.borrow_mut().push(Pending { message, reply });
         self.wake.notify_one();
-        answer.await.unwrap_or_else(|_| {
-            Err(RedisError::from((
-                redis::ErrorKind::Io,
-                "the worker stopped before the publish was sent",
-            )))
-        })
+        Ticket(answer)
     }
 
     /// The flush loop, one per worker: sends the queue as batches with `send` (one
@@ -196,9 +215,8 @@ impl Publisher {
 
 /// Whether to pace the next batch, given that this one carries `batch` messages: when it
 /// holds two or more, publishes are coming faster than one round trip apart from
-/// several clients, and a window would gather more. After a batch of one the next goes
-/// at once, so a quiet worker, or one whose publishes all come from one connection (a
-/// connection sends its next publish only after the previous one's ack), is never held.
+/// several clients (or several in flight from one), and a window would gather more.
+/// After a batch of one the next goes at once, so a quiet worker is never held.
 fn worth_pacing(batch: usize, delay: Duration) -> bool {
     !delay.is_zero() && batch >= 2
 }

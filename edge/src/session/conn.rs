@@ -64,11 +64,12 @@ impl Session {
         &self.ctx.metrics
     }
 
-    /// Queues a text frame built by `write`.
+    /// Queues an answer (a text frame built by `write`): queued even while a close
+    /// waits for the answers owed (see `ws::outbox`).
     pub fn send(&self, estimate: usize, write: impl FnOnce(&mut Vec<u8>)) {
         let frame = frame::text_with(estimate, write);
         let len = frame.len() as u64;
-        match self.out.push(frame, self.ctx.round()) {
+        match self.out.push_answer(frame, self.ctx.round()) {
             Pushed::Queued => {
                 WorkerMetrics::inc(&self.metrics().messages_out);
                 WorkerMetrics::add(&self.metrics().bytes_out, len);

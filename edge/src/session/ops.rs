@@ -7,6 +7,7 @@ use roomcast_common::offset::Offset;
 use serde_json::value::RawValue;
 
 use crate::auth::room_allowed;
+use crate::backend::publisher::{Published, Ticket};
 use crate::backend::replies::Stored;
 use crate::protocol::{self, ErrorCode};
 use crate::session::conn::Session;
@@ -164,6 +165,9 @@ impl Session {
         }
     }
 
+    /// `{"op":"publish","room":R,"data":D}` → ack with `offset`, or the error. A publish
+    /// that passes these checks where the worker batches never comes here: it is
+    /// queued at once ([`Session::queue_publish`]) and answered in order later.
     pub async fn publish(&self, id: Option<&[u8]>, room: Option<&str>, data: Option<&RawValue>) {
         let Some(room) = self.room(id, room) else {
             return;
@@ -176,7 +180,27 @@ impl Session {
         }
         let data = data.get().as_bytes();
         let from = &self.identity.user;
-        match self.rooms().publish(room, data, from, &self.conn_id).await {
+        let reply = self.rooms().publish(room, data, from, &self.conn_id).await;
+        self.answer_publish(id, reply);
+    }
+
+    /// Queues a publish that passes `publish`'s checks into the worker's next batch
+    /// without waiting for its reply; `None` (nothing sent) where a check fails —
+    /// `publish` then answers the error — or the worker does not batch.
+    pub fn queue_publish(&self, room: Option<&str>, data: Option<&RawValue>) -> Option<Ticket> {
+        let room = self.ctx.layout().resolve(room?.as_bytes()).ok()?.name;
+        let data = data?.get().as_bytes();
+        if !self.ctx.local.borrow().is_member(self.seq, room) {
+            return None;
+        }
+        let from = &self.identity.user;
+        self.rooms().queue_publish(room, data, from, &self.conn_id)
+    }
+
+    /// Answers a publish with its reply: the ack with the message's offset, or the
+    /// failure.
+    pub fn answer_publish(&self, id: Option<&[u8]>, reply: Published) {
+        match reply {
             Ok(offset) => self.ack(id, &[("offset", &json_offset(offset.as_deref()))]),
             Err(e) => self.fail(id, &e),
         }

@@ -10,9 +10,10 @@ use crate::context::Mode;
 use crate::metrics::WorkerMetrics;
 use crate::protocol::{self, ClientMessage, ErrorCode, Request};
 use crate::session::conn::Session;
+use crate::session::in_flight::{Answer, InFlight};
 use crate::ws::frame;
 use crate::ws::message::{read_error_close, Assembler, Step};
-use crate::ws::read::FrameReader;
+use crate::ws::read::{Frame, FrameReader, ReadError};
 
 impl Session {
     /// Reads frames until the peer closes, the protocol is broken, or the socket fails;
@@ -27,19 +28,42 @@ impl Session {
         }
     }
 
-    /// The read loop proper: returns when the connection starts closing.
+    /// The read loop proper: returns when the connection starts closing, once every
+    /// publish it sent on is answered.
     async fn read_frames<S: tokio::io::AsyncRead + Unpin>(&self, reader: &mut FrameReader<S>) {
         let config = self.ctx.config();
         let max = config.max_message_bytes;
         let mut messages = Assembler::new(max, config.max_fragments);
+        let mut in_flight = InFlight::default();
         loop {
-            let frame = match reader.next(max).await {
-                Ok(frame) => frame,
-                Err(e) => {
+            // Replies of publishes in flight are answered as they come, before the next
+            // frame; a connection with as many in flight as it may reads on only once
+            // the oldest is answered (`FrameReader::next` is cancel-safe).
+            let next = if in_flight.is_full() {
+                Next::Answer(in_flight.next().await)
+            } else {
+                tokio::select! {
+                    biased;
+                    answer = in_flight.next(), if !in_flight.is_empty() => Next::Answer(answer),
+                    frame = reader.next(max) => Next::Frame(frame),
+                }
+            };
+            let frame = match next {
+                Next::Answer(answer) => {
+                    if let Some(answer) = answer {
+                        self.answer(answer);
+                    }
+                    if self.out.is_closing() {
+                        break;
+                    }
+                    continue;
+                }
+                Next::Frame(Ok(frame)) => frame,
+                Next::Frame(Err(e)) => {
                     if let Some((code, reason)) = read_error_close(e) {
                         self.out.close(code, reason);
                     }
-                    return;
+                    break;
                 }
             };
             self.last_seen.set(Instant::now());
@@ -47,22 +71,42 @@ impl Session {
                 // Boxed: an operation's future (a module command in flight) is several
                 // KiB, and inlined it would make every idle connection's read task that
                 // big; boxed, only a connection with a request in flight pays for it.
-                Step::Message { text, payload } => Box::pin(self.on_message(text, &payload)).await,
+                Step::Message { text, payload } => {
+                    Box::pin(self.on_message(text, &payload, &mut in_flight)).await;
+                }
                 Step::Nothing => {}
                 Step::Ping(payload) => self.push_raw(frame::encode(frame::OP_PONG, &payload)),
                 Step::Close(code, reason) => {
                     self.out.close(code, reason);
-                    return;
+                    break;
                 }
             }
             if self.out.is_closing() {
-                return;
+                break;
             }
+        }
+        // Closing or not, every publish sent on gets its answer (a close waits for them).
+        self.settle(&mut in_flight).await;
+    }
+
+    /// Answers every publish in flight, oldest first.
+    async fn settle(&self, in_flight: &mut InFlight) {
+        while let Some(answer) = in_flight.next().await {
+            self.answer(answer);
         }
     }
 
-    /// One complete client message.
-    async fn on_message(&self, text: bool, payload: &[u8]) {
+    /// Answers a publish whose reply came; the answer owed is then settled.
+    fn answer(&self, answer: Answer) {
+        let Answer { id, reply, owed } = answer;
+        self.answer_publish(id.as_deref(), reply);
+        drop(owed);
+    }
+
+    /// One complete client message. A publish that passes its checks joins the
+    /// connection's publishes in flight; any other request is handled once those
+    /// before it are answered, so answers keep the order of the requests.
+    async fn on_message(&self, text: bool, payload: &[u8], in_flight: &mut InFlight) {
         WorkerMetrics::inc(&self.metrics().messages_in);
         if self.ctx.mode() == Mode::Echo {
             let opcode = if text {
@@ -73,14 +117,12 @@ impl Session {
             self.push_raw(frame::encode(opcode, payload));
             return;
         }
-        if !text {
-            self.send_error(None, ErrorCode::BadRequest, "send JSON text frames", None);
-            return;
-        }
-        let msg: ClientMessage = match serde_json::from_slice(payload) {
+        // Owed from here on: a close requested meanwhile sends this answer first.
+        let owed = self.out.owe_answer();
+        let msg = match parse(text, payload) {
             Ok(msg) => msg,
-            Err(e) => {
-                let message = format!("malformed message: {e}");
+            Err(message) => {
+                self.settle(in_flight).await;
                 self.send_error(None, ErrorCode::BadRequest, &message, None);
                 return;
             }
@@ -88,12 +130,21 @@ impl Session {
         let id = msg.id();
         let request = msg.request();
         if !matches!(request, Request::Ping) {
-            if let Err(retry) = self.bucket.borrow_mut().take(Instant::now()) {
+            let taken = self.bucket.borrow_mut().take(Instant::now());
+            if let Err(retry) = taken {
+                self.settle(in_flight).await;
                 WorkerMetrics::inc(&self.metrics().rate_limited);
                 self.send_error(id, ErrorCode::RateLimited, "slow down", Some(retry));
                 return;
             }
         }
+        if let Request::Publish { room, data } = request {
+            if let Some(reply) = self.queue_publish(room, data) {
+                in_flight.push(id, reply, owed);
+                return;
+            }
+        }
+        self.settle(in_flight).await;
         match request {
             Request::Ping => self.send(32, |o| protocol::pong(o, id)),
             Request::Join { room, since } => self.join(id, room, since).await,
@@ -107,5 +158,20 @@ impl Session {
                 self.send_error(id, ErrorCode::BadRequest, &message, None);
             }
         }
+        drop(owed);
     }
+}
+
+/// What the read loop got next: a reply for the oldest publish in flight, or a frame.
+enum Next {
+    Answer(Option<Answer>),
+    Frame(Result<Frame, ReadError>),
+}
+
+/// A client message from a complete WebSocket message, or why it is not one.
+fn parse(text: bool, payload: &[u8]) -> Result<ClientMessage<'_>, String> {
+    if !text {
+        return Err("send JSON text frames".to_string());
+    }
+    serde_json::from_slice(payload).map_err(|e| format!("malformed message: {e}"))
 }

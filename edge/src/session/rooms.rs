@@ -4,6 +4,7 @@
 
 use redis::RedisError;
 
+use crate::backend::publisher::Ticket;
 use crate::backend::replies::{History, JoinReply};
 use crate::context::Context;
 use crate::fanout::floor;
@@ -87,6 +88,16 @@ impl<'a> Rooms<'a> {
                 floor::publish(ctx, room, from, conn, data);
                 Ok(None)
             }
+        }
+    }
+
+    /// The same publish queued now, its reply to come with the [`Ticket`], where the
+    /// worker batches publishes; `None` where it does not (the floor, batching off),
+    /// and then [`Rooms::publish`] runs it.
+    pub fn queue_publish(self, room: &str, data: &[u8], from: &str, conn: &str) -> Option<Ticket> {
+        match self {
+            Rooms::Module(ctx) => ctx.module.queue_publish(room, data, from, conn),
+            Rooms::Floor(_) => None,
         }
     }
 

@@ -16,9 +16,16 @@
 //! ping timeout, protocol error, …), a write still blocked [`CLOSE_GRACE`] later — the
 //! peer stopped reading and its socket buffer is full — is abandoned and the writer
 //! stops, so the connection ends and its memory, file descriptor and presence go.
+//!
+//! Answers owed are answered first: a request already sent to Redis (a publish the
+//! module may have routed) holds an [`Owed`] until its answer is queued, and a close
+//! requested meanwhile (a kick, a ban, a drain) waits for those answers, at most
+//! [`CLOSE_GRACE`], before its close frame, so a client is never told "closed" while a
+//! message it sent was delivered unacknowledged. A slow consumer is closed at once.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
+use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -53,8 +60,11 @@ struct Queue {
     bytes: usize,
     /// Fan-out round in which the oldest queued frame was pushed.
     oldest_round: u64,
-    /// Set once a close was requested: (code, reason). Nothing is queued after it.
+    /// Set once a close was requested: (code, reason). Nothing is queued after it but
+    /// the answers owed (see [`Outbox::push_answer`]).
     closing: Option<(u16, String)>,
+    /// The close waits for the answers owed (every close but a slow consumer's).
+    answers_first: bool,
     /// The writer has finished (socket closed or close frame sent).
     done: bool,
 }
@@ -71,6 +81,8 @@ pub struct Outbox {
     close_requested: Notify,
     /// Set when the writer gave up on a peer that stopped reading (see [`CLOSE_GRACE`]).
     abandoned: Cell<bool>,
+    /// Answers the session still owes for requests already sent on (see [`Owed`]).
+    owed: Cell<usize>,
     /// Most bytes that may wait in the queue.
     limit: usize,
 }
@@ -84,20 +96,45 @@ impl Outbox {
                 bytes: 0,
                 oldest_round: 0,
                 closing: None,
+                answers_first: false,
                 done: false,
             }),
             wake: Notify::new(),
             finished: Notify::new(),
             close_requested: Notify::new(),
             abandoned: Cell::new(false),
+            owed: Cell::new(0),
             limit,
         }
     }
 
     /// Queues a frame during fan-out round `round`.
     pub fn push(&self, frame: Bytes, round: u64) -> Pushed {
+        self.queue_frame(frame, round, false)
+    }
+
+    /// Queues the answer to a request: like [`Outbox::push`], and also while a close
+    /// waits for the answers owed.
+    pub fn push_answer(&self, frame: Bytes, round: u64) -> Pushed {
+        self.queue_frame(frame, round, true)
+    }
+
+    /// A request was sent on: its answer is owed until the returned [`Owed`] is dropped
+    /// (after the answer is queued, or when it will never come).
+    pub fn owe_answer(self: &Rc<Self>) -> Owed {
+        self.owed.set(self.owed.get() + 1);
+        Owed(self.clone())
+    }
+
+    /// True while a close waits for answers owed: answers may still be queued.
+    fn awaits_answers(&self, q: &Queue) -> bool {
+        q.answers_first && self.owed.get() > 0
+    }
+
+    fn queue_frame(&self, frame: Bytes, round: u64, answer: bool) -> Pushed {
         let mut q = self.queue.borrow_mut();
-        if q.closing.is_some() || q.done {
+        let open = q.closing.is_none() || (answer && self.awaits_answers(&q));
+        if !open || q.done {
             return Pushed::Dropped;
         }
         let behind = q.bytes > self.limit && q.oldest_round < round;
@@ -106,6 +143,7 @@ impl Outbox {
             q.frames.clear();
             q.bytes = 0;
             q.closing = Some((close::POLICY, "slow consumer".to_string()));
+            q.answers_first = false;
             drop(q);
             self.wake.notify_one();
             self.close_requested.notify_waiters();
@@ -121,12 +159,13 @@ impl Outbox {
         Pushed::Queued
     }
 
-    /// Asks the writer to send what is queued, then a close frame, then stop. The first
-    /// close request wins.
+    /// Asks the writer to send what is queued and the answers owed (within
+    /// [`CLOSE_GRACE`]), then a close frame, then stop. The first close request wins.
     pub fn close(&self, code: u16, reason: &str) {
         let mut q = self.queue.borrow_mut();
         if q.closing.is_none() && !q.done {
             q.closing = Some((code, reason.to_string()));
+            q.answers_first = true;
         }
         drop(q);
         self.wake.notify_one();
@@ -179,16 +218,24 @@ impl Outbox {
         // Allocated on first use and shrunk after large batches, so an idle
         // connection holds no write buffer.
         let mut buf = BytesMut::new();
+        // Until when a close waits for the answers owed (set when it starts waiting).
+        let mut answers_until: Option<tokio::time::Instant> = None;
         loop {
             let notified = self.wake.notified();
-            let closing = {
+            let (closing, awaiting) = {
                 let mut q = self.queue.borrow_mut();
                 // Taken, not drained: the queue's storage goes with the frames.
                 for f in std::mem::take(&mut q.frames) {
                     buf.extend_from_slice(&f);
                 }
                 q.bytes = 0;
-                q.closing.clone()
+                let awaiting = self.awaits_answers(&q)
+                    && answers_until.is_none_or(|at| tokio::time::Instant::now() < at);
+                if !awaiting {
+                    // Answers that come later are not queued.
+                    q.answers_first = false;
+                }
+                (q.closing.clone().filter(|_| !awaiting), awaiting)
             };
             if let Some((code, reason)) = &closing {
                 buf.extend_from_slice(&frame::close_frame(*code, reason));
@@ -213,7 +260,13 @@ impl Outbox {
                 let _ = sink.shutdown().await;
                 break;
             }
-            notified.await;
+            if awaiting {
+                let until =
+                    *answers_until.get_or_insert_with(|| tokio::time::Instant::now() + CLOSE_GRACE);
+                let _ = tokio::time::timeout_at(until, notified).await;
+            } else {
+                notified.await;
+            }
         }
         let mut q = self.queue.borrow_mut();
         q.done = true;
@@ -221,6 +274,20 @@ impl Outbox {
         q.bytes = 0;
         drop(q);
         self.finished.notify_waiters();
+    }
+}
+
+/// An answer owed to the client (see [`Outbox::owe_answer`]); dropping it settles it.
+pub struct Owed(Rc<Outbox>);
+
+impl Drop for Owed {
+    fn drop(&mut self) {
+        let owed = self.0.owed.get().saturating_sub(1);
+        self.0.owed.set(owed);
+        if owed == 0 {
+            // A close may be waiting for this one.
+            self.0.wake.notify_one();
+        }
     }
 }
 
@@ -289,6 +356,82 @@ mod tests {
         assert!(outbox.is_closing());
         let mut out = Vec::new();
         outbox.run_writer(&mut out).await;
+        assert_eq!(
+            out,
+            frame::close_frame(close::POLICY, "slow consumer").as_ref()
+        );
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_close_sends_the_answers_owed_before_its_close_frame() {
+        let outbox = Rc::new(Outbox::new(1024));
+        let owed = outbox.owe_answer();
+        outbox.close(close::POLICY, "kicked");
+        assert!(outbox.is_closing());
+        // Room traffic stops at the close; the answer owed still goes.
+        assert_eq!(outbox.push(Bytes::from_static(b"m"), 0), Pushed::Dropped);
+        let mut out = Vec::new();
+        let answer_later = async {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            assert_eq!(
+                outbox.push_answer(Bytes::from_static(b"ack"), 0),
+                Pushed::Queued
+            );
+            drop(owed);
+        };
+        tokio::join!(outbox.run_writer(&mut out), answer_later);
+        assert_eq!(&out[..3], b"ack");
+        assert_eq!(
+            &out[3..],
+            frame::close_frame(close::POLICY, "kicked").as_ref()
+        );
+        // Nothing is owed any more: later answers are dropped.
+        assert_eq!(
+            outbox.push_answer(Bytes::from_static(b"late"), 0),
+            Pushed::Dropped
+        );
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_close_waits_for_answers_owed_at_most_the_grace() {
+        let outbox = Rc::new(Outbox::new(1024));
+        let _never_answered = outbox.owe_answer();
+        outbox.close(close::RESTART, "server draining");
+        let started = std::time::Instant::now();
+        let mut out = Vec::new();
+        outbox.run_writer(&mut out).await;
+        let waited = started.elapsed();
+        assert_eq!(
+            out,
+            frame::close_frame(close::RESTART, "server draining").as_ref()
+        );
+        assert!(
+            waited >= CLOSE_GRACE && waited < CLOSE_GRACE + Duration::from_millis(600),
+            "{waited:?}"
+        );
+        assert_eq!(
+            outbox.push_answer(Bytes::from_static(b"late"), 0),
+            Pushed::Dropped
+        );
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_slow_consumer_is_closed_without_waiting_for_answers() {
+        let outbox = Rc::new(Outbox::new(10));
+        let _owed = outbox.owe_answer();
+        assert_eq!(outbox.push(Bytes::from(vec![0; 16]), 1), Pushed::Queued);
+        assert_eq!(
+            outbox.push(Bytes::from(vec![0; 8]), 2),
+            Pushed::SlowConsumer
+        );
+        assert_eq!(
+            outbox.push_answer(Bytes::from_static(b"ack"), 2),
+            Pushed::Dropped
+        );
+        let mut out = Vec::new();
+        tokio::time::timeout(Duration::from_millis(500), outbox.run_writer(&mut out))
+            .await
+            .expect("no wait for the answer owed");
         assert_eq!(
             out,
             frame::close_frame(close::POLICY, "slow consumer").as_ref()

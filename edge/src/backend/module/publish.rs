@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use redis::{RedisError, Value};
 
 use crate::backend::module::Module;
-use crate::backend::publisher::{Message, Published};
+use crate::backend::publisher::{Message, Published, Ticket};
 use crate::backend::resp::bulk_text;
 use crate::metrics::WorkerMetrics;
 
@@ -16,12 +16,24 @@ impl Module {
     /// message's offset (`None` for a room without history). Queued into the worker's
     /// next `RC.PUBLISHM` when publishes are batched, else one `RC.PUBLISH`.
     pub async fn publish(&self, room: &str, data: &[u8], from: &str, conn: &str) -> Published {
-        if self.publisher.policy().batching() && !self.publish_each.load(Ordering::Relaxed) {
-            let partition = self.layout.partition_of(room.as_bytes());
-            let message = Message::new(partition, room, data, from, conn);
-            return self.publisher.publish(message).await;
+        match self.queue_publish(room, data, from, conn) {
+            Some(ticket) => ticket.await,
+            None => self.publish_one(room, data, from, conn).await,
         }
-        self.publish_one(room, data, from, conn).await
+    }
+
+    /// The same publish, queued into the worker's next `RC.PUBLISHM` now, its reply to
+    /// come with the [`Ticket`]; `None` when publishes are not batched (then
+    /// [`Module::publish`] sends it alone).
+    pub fn queue_publish(&self, room: &str, data: &[u8], from: &str, conn: &str) -> Option<Ticket> {
+        if !self.publisher.policy().batching() || self.publish_each.load(Ordering::Relaxed) {
+            return None;
+        }
+        let partition = self.layout.partition_of(room.as_bytes());
+        Some(
+            self.publisher
+                .submit(Message::new(partition, room, data, from, conn)),
+        )
     }
 
     /// `RC.PUBLISH … FROM from CONN conn`.
