@@ -14,6 +14,8 @@
 //!   `RC.PUBLISHM` batches (one in flight at a time).
 //! - [`subscriber`]: the standalone inbox reader's connection: subscribed to the node's
 //!   live channel, reading the inbox with `XRANGE` to catch up or fill a gap.
+//! - [`shard_subscriber`]: the same under Redis Cluster: subscribed to the live shard
+//!   channel of each partition's inbox.
 //! - [`errors`]: what a failed command means, by the module's error code.
 //! - [`target`]: where the Redis primary is (a fixed address, found through Sentinel, or
 //!   a Redis Cluster).
@@ -36,6 +38,7 @@ pub mod module;
 pub mod publisher;
 pub mod replies;
 pub mod resp;
+pub mod shard_subscriber;
 pub mod streams;
 pub mod subscriber;
 pub mod target;

@@ -189,6 +189,15 @@ impl Context {
         PartitionKeys::new(self.shared.layout.tag(0)).live(&self.node)
     }
 
+    /// Under Redis Cluster: the live shard channel of each partition's inbox, in the
+    /// order of [`Context::inbox_keys`].
+    pub fn live_channels(&self) -> Vec<String> {
+        let layout = &self.shared.layout;
+        (0..layout.count())
+            .map(|p| PartitionKeys::new(layout.tag(p)).live(&self.node))
+            .collect()
+    }
+
     /// A fresh connection sequence number and its id (`<node>.<seq>`).
     pub fn next_conn(&self) -> (u64, String) {
         let seq = self.next_seq.get() + 1;

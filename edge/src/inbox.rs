@@ -3,12 +3,15 @@
 //!
 //! # Layout
 //!
-//! - this file: [`run`] (the reader for the deployment: one subscriber on a standalone
-//!   server, one reader per shard under Redis Cluster).
+//! - this file: [`run`] (the reader for the deployment: a subscriber to the node's
+//!   channel on a standalone server, to its partitions' shard channels under Redis
+//!   Cluster).
 //! - [`standalone`]: live pushes of the node's inbox entries over a subscribed
 //!   connection, with the inbox stream read (`XRANGE`) on start, reconnect and gaps.
-//! - [`cluster`]: under Redis Cluster, one blocking `RC.READ` per shard, regrouped when
-//!   the slot map changes.
+//! - [`cluster`]: under Redis Cluster, live pushes on each partition's shard channel,
+//!   subscribed afresh when the slot map changes.
+//! - [`pushed`]: what both share — a push delivered, dropped as a duplicate, or a gap
+//!   filled from the stream first.
 //! - [`delivery`]: what every reader shares — entries to the fan-out, read
 //!   positions lined up with a new server's streams, and read pacing.
 //! - [`liveness`]: the probe that proves the readers still receive what is routed.
@@ -20,6 +23,7 @@
 pub mod cluster;
 pub mod delivery;
 pub mod liveness;
+pub mod pushed;
 pub mod standalone;
 
 use std::rc::Rc;
@@ -28,7 +32,7 @@ use crate::context::Context;
 use crate::inbox::liveness::Liveness;
 
 /// Runs until aborted: one subscriber over the node's inbox on a standalone server, one
-/// reader per shard under Redis Cluster.
+/// over its partitions' shard channels under Redis Cluster.
 pub async fn run(ctx: Rc<Context>, liveness: Rc<Liveness>) {
     if ctx.shared().cluster {
         cluster::run(&ctx, &liveness).await

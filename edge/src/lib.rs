@@ -12,8 +12,8 @@
 //! - [`app`]: the process — flags in, one thread per worker, the accept loop, drain.
 //! - [`http`]: routes; the `/ws` upgrade with authentication and Origin checks.
 //! - [`session`]: one connection — lifecycle, heartbeat, client operations.
-//! - [`inbox`]: the inbox readers (standalone: live pushes, `XRANGE` to recover;
-//!   per-shard `RC.READ`) and their
+//! - [`inbox`]: the inbox readers (live pushes on the node's channel, or on its
+//!   partitions' shard channels under Redis Cluster; `XRANGE` to recover) and their
 //!   liveness probe.
 //! - [`node`]: the node's leases, and following a Sentinel failover.
 //! - [`fanout`]: an inbox entry → one frame → its local recipients; the

@@ -7,11 +7,12 @@
 //! trim removed entries, `MAXLEN =` the exact length kept), so replicas and the AOF
 //! hold exactly the primary's entries.
 //!
-//! On a standalone server every inbox append is also pushed, in the same command, to the
-//! node's live channel (see [`crate::live`]): the edge delivers from the push and reads
-//! the stream only to recover. The push is not replicated (replicas have no edge
-//! subscribers; they get the `XADD`). Under Redis Cluster nothing is pushed: edges read
-//! there with `RC.READ`.
+//! Every inbox append is also pushed, in the same command, to the node's live channel
+//! next to the inbox (see [`crate::live`]): the edge delivers from the push and reads
+//! the stream only to recover. On a standalone server that is a plain channel; under
+//! Redis Cluster, where each partition has its own inbox, it is the partition's shard
+//! channel (`SSUBSCRIBE`), which lives in the partition's slot like its keys. The push
+//! is not replicated (replicas have no edge subscribers; they get the `XADD`).
 
 use std::os::raw::c_int;
 
@@ -24,7 +25,7 @@ use roomcast_common::stream_id::StreamId;
 
 use crate::args::{coded, err};
 use crate::config;
-use crate::live;
+use crate::live::{self, Scope};
 use crate::ops::RawKey;
 use crate::state::{layout, ROUTED};
 
@@ -62,18 +63,10 @@ impl Entry {
         let flat = entry::encode(kind, values)
             .ok_or_else(|| err("internal: inbox entry has the wrong number of fields"))?;
         let mut fields = Vec::with_capacity(2 + 2 * values.len());
-        // Only a standalone server pushes ([`Entry::write_inbox`]): under Redis Cluster
-        // the packed copy would be built for nothing on every entry.
-        let pushes = shared();
-        let mut packed = if pushes {
-            Vec::with_capacity(16 + values.iter().map(|v| v.len() + 12).sum::<usize>())
-        } else {
-            Vec::new()
-        };
+        let mut packed =
+            Vec::with_capacity(16 + values.iter().map(|v| v.len() + 12).sum::<usize>());
         for bytes in flat {
-            if pushes {
-                push::pack_fields([bytes], &mut packed);
-            }
+            push::pack_fields([bytes], &mut packed);
             fields.push(RedisString::create_from_slice(ctx.get_raw(), bytes));
         }
         Ok(Self { fields, packed })
@@ -108,8 +101,9 @@ impl Entry {
     }
 
     /// Appends the entry to `node`'s inbox stream for partition `keys` ([`key_for`]),
-    /// trimmed to the configured cap, replicates the append and, on a standalone server,
-    /// pushes it to the node's live channel with the inbox's previous entry id.
+    /// trimmed to the configured cap, replicates the append and pushes it to the node's
+    /// live channel next to that inbox with the inbox's previous entry id (a shard
+    /// channel under Redis Cluster).
     pub fn write_inbox(
         &self,
         ctx: &Context,
@@ -118,11 +112,13 @@ impl Entry {
     ) -> Result<(), RedisError> {
         let maxlen = config::get(&config::INBOX_MAXLEN);
         if !shared() {
-            return self.append(ctx, &keys.inbox(node), None, maxlen).map(drop);
+            let (id, prev) = self.append_reading_prev(ctx, &keys.inbox(node), maxlen)?;
+            return live::publish(ctx, Scope::Shard, &keys.live(node), id, prev, &self.packed);
         }
         let shared_keys = layout()?.keys(0)?;
         let (id, prev) = self.append_reading_prev(ctx, &shared_keys.inbox(node), maxlen)?;
-        live::publish(ctx, &shared_keys.live(node), id, prev, &self.packed)
+        let channel = shared_keys.live(node);
+        live::publish(ctx, Scope::Server, &channel, id, prev, &self.packed)
     }
 
     /// Appends the entry to stream `key` — with the given id, or a generated one — trims

@@ -1,6 +1,9 @@
-//! The live push of inbox entries on a standalone server: the channel publish that
-//! accompanies every inbox append (see [`crate::inbox::Entry::write_inbox`]), and the
-//! inbox's previous entry id it carries.
+//! The live push of inbox entries: the channel publish that accompanies every inbox
+//! append (see [`crate::inbox::Entry::write_inbox`]), and the inbox's previous entry id
+//! it carries. A standalone server publishes to a plain channel; under Redis Cluster
+//! to a shard channel in the inbox's slot (`RM_PublishMessageShard`), which reaches the
+//! edges subscribed with `SSUBSCRIBE` on that shard and is not broadcast to the rest of
+//! the cluster.
 //!
 //! The payload is [`roomcast_common::push`]'s: the entry's id, the inbox's previous
 //! entry id and the entry's fields as the stream holds them. The edge delivers from the
@@ -27,18 +30,31 @@ use roomcast_common::stream_id::StreamId;
 use crate::args::err;
 use crate::ops::RawKey;
 
+/// Where a push goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// A channel of the server (a standalone server: `SUBSCRIBE`).
+    Server,
+    /// A shard channel (Redis Cluster: `SSUBSCRIBE`), in the slot of its name's tag.
+    Shard,
+}
+
 /// Publishes the push of entry `id` (fields `packed`, see [`push::pack_fields`]),
 /// whose inbox's previous entry is `prev`, to `channel`.
 pub fn publish(
     ctx: &Context,
+    scope: Scope,
     channel: &str,
     id: StreamId,
     prev: StreamId,
     packed: &[u8],
 ) -> Result<(), RedisError> {
     // SAFETY: function pointers are set by Redis at module load and never change.
-    let publish = unsafe { raw::RedisModule_PublishMessage }
-        .ok_or_else(|| err("internal: RM_PublishMessage is not available in this Redis"))?;
+    let publish = match scope {
+        Scope::Server => unsafe { raw::RedisModule_PublishMessage },
+        Scope::Shard => unsafe { raw::RedisModule_PublishMessageShard },
+    }
+    .ok_or_else(|| err("internal: this Redis cannot publish to (shard) channels"))?;
     let payload = push::encode(id, prev, packed);
     let channel = ctx.create_string(channel);
     let message = RedisString::create_from_slice(ctx.get_raw(), &payload);

@@ -20,12 +20,15 @@
 //! - [`roomcast`]: roomcast-specific helpers (keys, inboxes, `RC.INFO`).
 //! - [`offsets`]: history offsets and the gap checker of the failover tests.
 //! - [`traffic`]: steady subscribers and a steady publisher, for the failover tests.
+//! - [`exactly_once`]: receivers that record what they got, and the exactly-once,
+//!   in-order check of the push-delivery fault tests.
 //! - [`wait`]: bounded polling until a condition holds.
 //! - [`procs`]: this test's child processes, through `/proc`.
 //! - [`serial`]: one test at a time, for the tests that load the machine.
 
 pub mod cluster;
 pub mod edge;
+pub mod exactly_once;
 pub mod offsets;
 pub mod procs;
 pub mod proxy;

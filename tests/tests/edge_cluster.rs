@@ -61,14 +61,21 @@ fn presence(cluster: &Cluster, room: &str) -> Vec<String> {
     users
 }
 
-/// How many clients of the node on `port` last ran `RC.READ`, by client name prefix
-/// (`CLIENT LIST`'s `cmd=rc.read`).
-fn readers_on(cluster: &Cluster, port: u16) -> usize {
+/// How many clients of the node on `port` hold shard channel subscriptions
+/// (`CLIENT LIST`'s `ssub`).
+fn subscribers_on(cluster: &Cluster, port: u16) -> usize {
     let list: String = redis::cmd("CLIENT")
         .arg("LIST")
         .query(&mut cluster.conn(port))
         .expect("CLIENT LIST");
-    list.lines().filter(|l| l.contains("cmd=rc.read")).count()
+    list.lines()
+        .filter(|l| {
+            l.split(' ')
+                .find_map(|field| field.strip_prefix("ssub="))
+                .and_then(|n| n.parse::<u32>().ok())
+                .is_some_and(|n| n > 0)
+        })
+        .count()
 }
 
 fn next_event(client: &mut WsClient, op: &str) -> serde_json::Value {
@@ -86,17 +93,18 @@ fn edges_on_a_cluster_run_the_core_scenarios_across_all_shards() {
     let b = Edge::start_on(&redis_url(ports[2]), "cb", 1000, ANONYMOUS_UNLIMITED);
     assert!(a.banner.contains("redis cluster via"), "{}", a.banner);
 
-    // One blocking reader per shard per worker: every master has one RC.READ client
-    // from each edge.
+    // One subscriber per worker, holding the live shard channels of its partitions on
+    // the masters serving them: every master has one shard-subscribed client from each
+    // edge.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let counts: Vec<usize> = ports.iter().map(|p| readers_on(&cluster, *p)).collect();
+        let counts: Vec<usize> = ports.iter().map(|p| subscribers_on(&cluster, *p)).collect();
         if counts.iter().all(|c| *c == 2) {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "RC.READ clients per master: {counts:?} (want 2 each)\n{}",
+            "shard-subscribed clients per master: {counts:?} (want 2 each)\n{}",
             a.log()
         );
         thread::sleep(Duration::from_millis(100));
@@ -373,7 +381,8 @@ fn a_master_killed_under_traffic_is_followed_with_presence_intact_and_no_undetec
     assert_eq!(undetected, 0, "undetected gaps\n{}", logs());
     assert!(
         resyncs_in_victim_room.iter().all(|r| *r >= 1),
-        "every subscriber saw the victim room's epoch change: {resyncs_in_victim_room:?}"
+        "every subscriber saw the victim room's epoch change: {resyncs_in_victim_room:?}\n{}",
+        logs()
     );
     let resumed = resumed
         .unwrap_or_else(|| panic!("delivery never resumed in the victim's room\n{}", logs()));

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use redis::Value;
 use roomcast_tests::edge::{join, Edge};
+use roomcast_tests::exactly_once::{assert_exactly_once_in_order, metric_sum, receive, Received};
 use roomcast_tests::roomcast::{inbox_key, live_channel};
 use roomcast_tests::ws::WsClient;
 use roomcast_tests::{serial, wait, Redis};
@@ -27,9 +28,6 @@ const ROOMS: [&str; 4] = ["p0", "p1", "p2", "p3"];
 const RECEIVERS_PER_EDGE: usize = 2;
 /// Lease of the edges (long enough that no pause in a loaded test costs a lease).
 const LEASE_MS: u64 = 5_000;
-
-/// What a receiver got: per room, the `seq` of every message in arrival order.
-type Received = BTreeMap<String, Vec<u64>>;
 
 /// Two edges, each with [`RECEIVERS_PER_EDGE`] clients in every room of [`ROOMS`].
 fn edges_with_receivers(redis: &Redis) -> (Vec<Edge>, Vec<WsClient>) {
@@ -54,33 +52,6 @@ fn edges_with_receivers(redis: &Redis) -> (Vec<Edge>, Vec<WsClient>) {
         }
     }
     (edges, clients)
-}
-
-/// Reads `message` frames until `expected` arrived or `within` passed; hands the
-/// connection back still open (so no leave follows the last message at once).
-fn receive(
-    mut client: WsClient,
-    expected: usize,
-    within: Duration,
-) -> JoinHandle<(Received, WsClient)> {
-    thread::spawn(move || {
-        let deadline = Instant::now() + within;
-        let mut got = Received::new();
-        let mut count = 0;
-        while count < expected && Instant::now() < deadline {
-            let Ok(msg) = client.recv_json(Duration::from_millis(200)) else {
-                continue;
-            };
-            if msg["op"] != "message" {
-                continue;
-            }
-            let room = msg["room"].as_str().unwrap_or_default().to_string();
-            let seq = msg["data"]["seq"].as_u64().expect("seq in data");
-            got.entry(room).or_default().push(seq);
-            count += 1;
-        }
-        (got, client)
-    })
 }
 
 /// Publishes `count` messages round-robin into [`ROOMS`] with `RC.PUBLISH` (a backend
@@ -115,38 +86,6 @@ fn publish(
             sleep(due.saturating_duration_since(Instant::now()));
         }
     })
-}
-
-/// Asserts that every receiver got every room's messages `0..count/rooms` exactly once,
-/// in order.
-fn assert_exactly_once_in_order(received: &[Received], count: usize) {
-    let per_room = (count / ROOMS.len()) as u64;
-    for (i, got) in received.iter().enumerate() {
-        for room in ROOMS {
-            let seqs = got.get(room).map_or(&[][..], Vec::as_slice);
-            let want: Vec<u64> = (0..per_room).collect();
-            if seqs != want.as_slice() {
-                let lost = want.iter().filter(|s| !seqs.contains(s)).count();
-                let extra = seqs.len() as i64 - (per_room as i64 - lost as i64);
-                panic!(
-                    "receiver {i} room {room}: {} messages, {lost} lost, {extra} duplicated \
-                     or out of order; first differences: {:?}",
-                    seqs.len(),
-                    seqs.iter()
-                        .zip(&want)
-                        .enumerate()
-                        .filter(|(_, (a, b))| a != b)
-                        .take(5)
-                        .collect::<Vec<_>>()
-                );
-            }
-        }
-    }
-}
-
-/// The sum of an unlabelled metric over the edges.
-fn metric_sum(edges: &[Edge], name: &str) -> f64 {
-    edges.iter().map(|e| e.metric(name)).sum()
 }
 
 /// Runs the traffic with `fault` applied every `fault_every` while it flows; returns
@@ -209,7 +148,7 @@ fn killed_push_connections_lose_and_duplicate_nothing_under_load() {
             killed.unwrap_or(0)
         },
     );
-    assert_exactly_once_in_order(&received, count);
+    assert_exactly_once_in_order(&received, &ROOMS, (count / ROOMS.len()) as u64);
     let (gaps, recovered, resubscribes) = (
         metric_sum(&edges, "roomcast_edge_inbox_gaps_filled_total"),
         metric_sum(&edges, "roomcast_edge_inbox_entries_recovered_total"),
@@ -252,7 +191,7 @@ fn a_subscriber_over_the_pubsub_output_buffer_limit_loses_and_duplicates_nothing
         Duration::from_millis(100),
         |_| 0,
     );
-    assert_exactly_once_in_order(&received, count);
+    assert_exactly_once_in_order(&received, &ROOMS, (count / ROOMS.len()) as u64);
     // Redis logs each client it closes for going over its output-buffer limit.
     let over_limit = redis
         .log()
@@ -344,7 +283,7 @@ fn entries_arrive_by_push_and_a_gap_on_a_live_connection_is_filled() {
     publish(&redis, count, 400, 0, 0).join().expect("publisher");
     let (received, _open): (Vec<Received>, Vec<WsClient>) =
         receivers.into_iter().map(|r| r.join().unwrap()).unzip();
-    assert_exactly_once_in_order(&received, count);
+    assert_exactly_once_in_order(&received, &ROOMS, (count / ROOMS.len()) as u64);
     let during = calls_between(&before, &calls(&redis));
     let of = |name: &str| during.get(name).copied().unwrap_or(0);
     let (xreads, xranges, publishes) = (of("xread"), of("xrange"), of("rc.publish"));

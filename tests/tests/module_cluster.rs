@@ -15,6 +15,8 @@ use redis::{Connection, RedisResult, Value};
 use roomcast_common::crc16::key_slot;
 use roomcast_common::keys::PartitionKeys;
 use roomcast_common::partition::Partitioner;
+use roomcast_common::push;
+use roomcast_common::stream_id::StreamId;
 use roomcast_tests::cluster::{master_of, Cluster, SlotRange};
 use roomcast_tests::reply::{array, counts, error_text, int, strings, text};
 use roomcast_tests::roomcast::{layout, rc_info, stream, InboxEntry};
@@ -533,6 +535,64 @@ fn publish_routes_into_per_partition_inboxes_on_each_shard() {
         );
         assert_eq!(int(&info["published"]), 4, "master {master}");
         assert_eq!(int(&info["rooms"]), 1, "master {master}");
+    }
+}
+
+/// Under Redis Cluster every inbox append is pushed, in the same command, on the node's
+/// live shard channel of the partition (`SSUBSCRIBE`, held by the master serving it),
+/// with the entry's id, the inbox's previous id and the entry's fields as the stream
+/// holds them; a subscriber of another partition's channel gets none of it.
+#[test]
+fn every_inbox_append_is_pushed_on_the_partitions_shard_channel() {
+    let cluster = Cluster::start(3, 0, &[]);
+    let map = cluster.slots();
+    let p = parts();
+    for (i, master) in cluster.masters().into_iter().enumerate() {
+        let room = p.tagged(&pick(&map, &p, master, &format!("live{i}-"), true));
+        let plain = room.split_once('}').map(|(_, r)| r.to_string()).unwrap();
+        let channel = keys_of(&p, &plain).live("n1");
+        let mut sub = cluster.conn(master);
+        let confirmed: Value = redis::cmd("SSUBSCRIBE")
+            .arg(&channel)
+            .query(&mut sub)
+            .expect("SSUBSCRIBE");
+        assert_eq!(text(&array(&confirmed)[0]), "ssubscribe", "{confirmed:?}");
+        sub.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+
+        let mut c = cluster.conn(master);
+        ok(&mut c, master, &["RC.NODE.LEASE", &room, "n1", "60000"]);
+        ok(&mut c, master, &["RC.JOIN", &room, "n1", "a1", "ann"]);
+        ok(&mut c, master, &["RC.PUBLISH", &room, "{\"n\":1}"]);
+        ok(&mut c, master, &["RC.PUBLISH", &room, "not json \u{1}"]);
+        ok(&mut c, master, &["RC.PROBE", &room, "n1", "7"]);
+
+        let entries = inbox(&mut c, &p, &plain, "n1");
+        assert!(entries.len() >= 3, "{entries:?}");
+        let mut prev = StreamId::default();
+        for entry in &entries {
+            let message = sub.recv_response().expect("a push for every entry");
+            let parts = array(&message);
+            assert_eq!(text(&parts[0]), "smessage");
+            assert_eq!(text(&parts[1]), channel);
+            let payload = match &parts[2] {
+                Value::BulkString(b) => b.clone(),
+                other => panic!("payload {other:?}"),
+            };
+            let pushed = push::decode(&payload).expect("a well-formed push");
+            assert_eq!(pushed.id.to_string(), entry.id);
+            assert_eq!(pushed.prev, prev, "previous id of {}", entry.id);
+            let fields: Vec<&[u8]> = pushed.fields().collect();
+            let want: Vec<&[u8]> = entry
+                .fields
+                .iter()
+                .flat_map(|(f, v)| [f.as_bytes(), v.as_slice()])
+                .collect();
+            assert_eq!(fields, want);
+            prev = pushed.id;
+        }
+        sub.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        assert!(sub.recv_response().is_err(), "one push per entry");
     }
 }
 

@@ -3,15 +3,15 @@
 //! Every key of a partition carries the partition's hash tag, so a partition lives in
 //! one slot and on one shard. Module commands go through the cluster connection of
 //! [`crate::backend::Backend`], which routes each by its first argument (the partition-tagged room, user
-//! or partition) and follows `MOVED`/`ASK` and failovers by itself. The inbox readers
-//! need more: one blocking read per shard over the partitions that shard serves, so
-//! they read the slot map themselves (`CLUSTER SLOTS`) and group the partitions by the
-//! primary that serves them — see `inbox::cluster`.
+//! or partition) and follows `MOVED`/`ASK` and failovers by itself. The inbox reader
+//! subscribes to each partition's shard channel through cluster connections too
+//! (`backend::shard_subscriber`), and reads the slot map itself (`CLUSTER SLOTS`) to
+//! notice a failover and subscribe afresh — see `inbox::cluster`.
 
 use std::collections::BTreeMap;
 
 use redis::aio::MultiplexedConnection;
-use redis::{Client, ConnectionAddr, RedisError, RedisResult, Value};
+use redis::{Client, ConnectionAddr, ConnectionInfo, RedisError, RedisResult, Value};
 use roomcast_common::crc16::key_slot;
 use roomcast_common::partition::Partitioner;
 
@@ -44,8 +44,38 @@ impl Shard {
 }
 
 impl ClusterTarget {
-    /// A client for the cluster node at `host:port`, with the seed's credentials.
-    pub fn node(&self, host: &str, port: u16) -> RedisResult<Client> {
+    /// A cluster client seeded with this node; commands through it are routed by their
+    /// first argument.
+    pub fn client(&self) -> RedisResult<redis::cluster::ClusterClient> {
+        self.builder(vec![self.seed.get_connection_info().clone()])
+            .build()
+    }
+
+    /// A cluster client seeded with the primaries of `shards` (a slot map read through
+    /// a live connection) as well as this node — which may be the one that is down —
+    /// speaking RESP3 when `pushes` is given and handing what the servers push (shard
+    /// channel messages, disconnections) to it.
+    pub fn client_via(
+        &self,
+        shards: &[Shard],
+        pushes: Option<impl redis::aio::AsyncPushSender>,
+    ) -> RedisResult<redis::cluster::ClusterClient> {
+        let mut seeds: Vec<ConnectionInfo> =
+            shards.iter().map(|s| self.node(&s.host, s.port)).collect();
+        seeds.push(self.seed.get_connection_info().clone());
+        let builder = self.builder(seeds);
+        match pushes {
+            Some(pushes) => builder
+                .use_protocol(redis::ProtocolVersion::RESP3)
+                .push_sender(pushes)
+                .build(),
+            None => builder.build(),
+        }
+    }
+
+    /// The connection settings of the cluster node at `host:port`: the seed's
+    /// credentials and TLS settings at another address.
+    fn node(&self, host: &str, port: u16) -> ConnectionInfo {
         let seed = self.seed.get_connection_info().clone();
         let addr = match seed.addr() {
             ConnectionAddr::TcpTls {
@@ -60,20 +90,17 @@ impl ClusterTarget {
             },
             _ => ConnectionAddr::Tcp(host.to_string(), port),
         };
-        Client::open(seed.set_addr(addr))
+        seed.set_addr(addr)
     }
 
-    /// A cluster client seeded with this node; commands through it are routed by their
-    /// first argument.
-    pub fn client(&self) -> RedisResult<redis::cluster::ClusterClient> {
-        redis::cluster::ClusterClientBuilder::new(vec![self.seed.get_connection_info().clone()])
+    fn builder(&self, seeds: Vec<ConnectionInfo>) -> redis::cluster::ClusterClientBuilder {
+        redis::cluster::ClusterClientBuilder::new(seeds)
             .connection_timeout(std::time::Duration::from_secs(2))
             .response_timeout(std::time::Duration::from_secs(5))
             .overall_response_timeout(Some(std::time::Duration::from_secs(6)))
             .retries(4)
             .min_retry_wait(50)
             .max_retry_wait(1000)
-            .build()
     }
 }
 
@@ -212,12 +239,11 @@ mod tests {
     }
 
     #[test]
-    fn node_clients_keep_the_seed_credentials() {
+    fn other_nodes_are_reached_with_the_seed_credentials() {
         let target = ClusterTarget {
             seed: Client::open("redis://app:secret@10.0.0.1:7000/").unwrap(),
         };
-        let client = target.node("10.0.0.2", 7001).unwrap();
-        let info = client.get_connection_info();
+        let info = target.node("10.0.0.2", 7001);
         assert_eq!(info.addr().to_string(), "10.0.0.2:7001");
         assert_eq!(info.redis_settings().password(), Some("secret"));
         assert_eq!(info.redis_settings().username(), Some("app"));

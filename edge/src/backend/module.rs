@@ -22,7 +22,6 @@ use roomcast_common::partition::Partitioner;
 use crate::backend::publisher::{BatchPolicy, Publisher};
 use crate::backend::replies::{parse_info, stored, History, Info, JoinReply};
 use crate::backend::resp::bulk_text;
-use crate::backend::streams::{BLOCK_MS, COUNT};
 use crate::backend::Backend;
 
 mod publish;
@@ -285,26 +284,9 @@ impl Module {
         async move { backend.run_batch(cmds).await.map(drop) }
     }
 
-    /// `RC.READ`: the blocking read of partitions `partitions`' inboxes after `ids`, on
-    /// the shard serving them (its reply has `XREAD`'s shape).
-    pub fn read_cmd(&self, partitions: &[u32], ids: &[String]) -> Cmd {
-        let tags: Vec<String> = partitions.iter().map(|p| self.partition_arg(*p)).collect();
-        let mut cmd = redis::cmd("RC.READ");
-        cmd.arg(tags.first().map_or("", String::as_str))
-            .arg(&self.node)
-            .arg("COUNT")
-            .arg(COUNT)
-            .arg("BLOCK")
-            .arg(BLOCK_MS)
-            .arg("STREAMS")
-            .arg(&tags)
-            .arg(ids);
-        cmd
-    }
-
     /// `RC.PROBE` of liveness probe `token` into the node's inbox of each of
     /// `partitions`, as one batch: the module appends it like any entry (trimmed to its
-    /// cap) and, on a standalone server, pushes it, so reading it back proves the whole
+    /// cap) and pushes it, so reading it back proves the whole
     /// delivery path.
     pub async fn probe(&self, partitions: &[u32], token: &str) -> Result<(), RedisError> {
         let probes: Vec<Cmd> = partitions

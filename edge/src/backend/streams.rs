@@ -1,11 +1,9 @@
 //! Reading the node's inbox streams: the readers' connections, the shape of a read
 //! reply, the entries in it, and where a stream ends.
 //!
-//! Readers have connections of their own (a blocked read would stall the commands
-//! sharing a connection). `RC.READ`, the module's read under Redis Cluster, answers in
-//! `XREAD`'s shape (see [`crate::backend::module`] for the command); the standalone
-//! reader's `XRANGE` replies list the same entries (see
-//! [`crate::backend::subscriber`]).
+//! Readers have connections of their own (a subscribed connection takes no other
+//! commands, and a large catch-up must not stall the commands sharing a connection);
+//! their `XRANGE` replies list entries (see [`crate::backend::subscriber`]).
 
 use std::time::Duration;
 
@@ -15,34 +13,15 @@ use roomcast_common::entry::{self, Entry};
 
 use crate::backend::resp::{bytes, text};
 
-/// Entries fetched per read (`RC.READ`, `XRANGE`).
+/// Entries fetched per read (`XRANGE`).
 pub const COUNT: usize = 256;
-/// How long one read blocks, in milliseconds.
-pub const BLOCK_MS: u64 = 5_000;
 
-/// A reader's connection settings: no response timeout (reads block for seconds).
+/// A reader's connection settings: no response timeout (a subscriber waits for pushes
+/// as long as none come).
 pub fn reader_config() -> AsyncConnectionConfig {
     AsyncConnectionConfig::new()
         .set_connection_timeout(Some(Duration::from_secs(2)))
         .set_response_timeout(None)
-}
-
-/// The streams of a read reply, `[[key, [[id, [f, v, …]], …]], …]` (nil on timeout):
-/// each stream's key and entries, skipping anything malformed.
-pub fn streams(reply: &Value) -> impl Iterator<Item = (&[u8], &[Value])> {
-    let streams: &[Value] = match reply {
-        Value::Array(streams) => streams,
-        _ => &[],
-    };
-    streams.iter().filter_map(|stream| {
-        let Value::Array(parts) = stream else {
-            return None;
-        };
-        match (parts.first(), parts.get(1)) {
-            (Some(key), Some(Value::Array(entries))) => Some((bytes(key), entries.as_slice())),
-            _ => None,
-        }
-    })
 }
 
 /// One entry of a stream in a read reply: its id and its flat field/value list.
@@ -135,26 +114,9 @@ mod tests {
         assert_eq!(e.data, b"{\"x\":1}");
         assert_eq!(decode(&[bulk(b"kind"), bulk(b"nope")]).kind, None);
     }
-
-    #[test]
-    fn read_replies_are_walked_skipping_what_is_malformed() {
-        let entry = Value::Array(vec![bulk(b"1-1"), Value::Array(vec![bulk(b"kind")])]);
-        let reply = Value::Array(vec![
-            Value::Array(vec![bulk(b"in:a"), Value::Array(vec![entry, Value::Nil])]),
-            Value::Array(vec![bulk(b"in:b")]),
-            Value::Nil,
-        ]);
-        let got: Vec<_> = streams(&reply).collect();
-        assert_eq!(got.len(), 1);
-        let (key, entries) = got[0];
-        assert_eq!(key, b"in:a");
-        let parts: Vec<_> = entries.iter().filter_map(entry_parts).collect();
-        assert_eq!(parts, [(&b"1-1"[..], &[bulk(b"kind")][..])]);
-        assert_eq!(streams(&Value::Nil).count(), 0);
-    }
 }
 
-/// Property tests of the inbox entry decoder over the values an `XREAD` reply holds
+/// Property tests of the inbox entry decoder over the values an `XRANGE` reply holds
 /// (`fuzz/` runs the byte-level decoder under libFuzzer).
 #[cfg(test)]
 mod props {

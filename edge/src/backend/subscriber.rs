@@ -152,7 +152,7 @@ fn event(push: PushInfo) -> Option<Event> {
 }
 
 /// The `XRANGE` of [`Subscriber::range`].
-fn range_cmd(key: &str, after: StreamId, end: Option<StreamId>) -> Cmd {
+pub fn range_cmd(key: &str, after: StreamId, end: Option<StreamId>) -> Cmd {
     let mut cmd = redis::cmd("XRANGE");
     cmd.arg(key).arg(format!("({after}"));
     match end {

@@ -1,49 +1,68 @@
-//! The inbox readers under Redis Cluster: one blocking read per shard.
+//! The inbox reader under Redis Cluster: live pushes on shard channels, with each
+//! partition's inbox stream as the recovery log.
 //!
-//! The node has one inbox stream per partition there, and Redis Cluster refuses an
-//! `XREAD` over keys in different slots, even on one server. So each shard's primary is
-//! read with `RC.READ`, the module's blocking read over several partitions' inboxes (it
-//! answers in `XREAD`'s shape, so [`deliver`] handles the reply).
+//! The node has one inbox stream per partition there (a command may only touch its own
+//! slot), and the module pushes every entry it appends to one to the node's live shard
+//! channel of that partition (`SPUBLISH` semantics: the channel lives in the
+//! partition's slot, on the shard serving it). The reader keeps the id of the last entry
+//! delivered from every inbox and, as the standalone reader does with its one inbox:
 //!
-//! A supervisor reads the slot map (`CLUSTER SLOTS`), groups the partitions by the
-//! primary serving them and runs one reader per primary. A reader whose primary cannot
-//! be reached retries on its own (the others read on); when a read shows partitions
-//! moved (`MOVED`, or the module's `NOTSERVED`), when the slot map
-//! changes (checked every [`TOPOLOGY_EVERY`]: a failover promotes a replica) or when the
-//! liveness probe finds a stream starved, every reader stops at a safe point (never in
-//! the middle of delivering a reply) and the supervisor starts over from a fresh slot
-//! map. The last id read of every partition survives the restart, so nothing is
-//! skipped or delivered twice.
+//! 1. subscribes to every partition's live shard channel (a [`ShardSubscriber`]:
+//!    `SSUBSCRIBE` on the primary serving each) — first, so nothing appended from then
+//!    on can be missed;
+//! 2. lines every position up with the shard's stream (a promoted replica may end
+//!    before the last id read) and catches up each inbox with `XRANGE`;
+//! 3. delivers pushes, dropping duplicates and filling gaps from the stream
+//!    (see [`crate::inbox::pushed`]).
+//!
+//! It starts again at 1, from the last ids delivered, when pushes may have been lost (a
+//! connection to a primary closed, a subscription dropped because its slot moved), when
+//! the slot map changes (checked every [`TOPOLOGY_EVERY`]: a failover promotes a
+//! replica) or when the liveness probe finds an inbox starved. So delivery stays in
+//! order, gapless and without duplicates, and a shard that is down delays only the
+//! restart, never another shard's entries for long.
 
-use std::cell::RefCell;
 use std::time::{Duration, Instant};
 
-use redis::{RedisError, Value};
-use tokio::sync::watch;
+use redis::RedisResult;
+use roomcast_common::stream_id::StreamId;
 
 use crate::backend::cluster::Shard;
-use crate::backend::errors::{classify, no_redis, Failure};
-use crate::backend::streams::reader_config;
+use crate::backend::errors::no_redis;
+use crate::backend::shard_subscriber::{Event, ShardSubscriber};
+use crate::backend::streams::COUNT;
 use crate::context::Context;
-use crate::inbox::delivery::{align_to_ends, deliver, Pacer};
+use crate::inbox::delivery::{line_up, Round};
 use crate::inbox::liveness::Liveness;
+use crate::inbox::pushed::{on_push, read_range, recovered, Inbox};
+use crate::inbox::standalone::closed;
 use crate::metrics::WorkerMetrics;
 
-/// How often the supervisor compares the slot map with the one its readers follow.
+/// How often the reader compares the slot map with the one it subscribed under.
 pub const TOPOLOGY_EVERY: Duration = Duration::from_secs(2);
 
 /// Runs until aborted.
 pub async fn run(ctx: &Context, liveness: &Liveness) {
     let keys = ctx.inbox_keys();
+    let channels = ctx.live_channels();
     // The node's inboxes were emptied at start (RC.NODE.DOWN), so reading from the
     // beginning delivers exactly what was routed to this process.
-    let last_ids = RefCell::new(vec!["0-0".to_string(); keys.len()]);
+    let mut last = vec![StreamId::default(); keys.len()];
     let mut delay = Duration::from_millis(100);
+    // Entries the first catch-up reads were appended before the subscriptions existed;
+    // after that, what a catch-up reads are missed pushes.
+    let mut recovering = false;
     loop {
-        let shards = match ctx.module.slot_map().await {
-            Ok(shards) => shards,
+        let connected = async {
+            let shards = ctx.module.slot_map().await?;
+            let sub = connect(ctx, liveness, &shards, &keys, &channels, &mut last).await?;
+            RedisResult::Ok((shards, sub))
+        };
+        let (shards, mut sub) = match connected.await {
+            Ok(connected) => connected,
             Err(e) => {
-                tracing::warn!(error = %e, "cannot read the Redis Cluster slot map; retrying");
+                tracing::warn!(error = %e, "inbox reader cannot subscribe on the Redis Cluster; retrying");
+                WorkerMetrics::inc(&ctx.metrics.redis_errors);
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(2));
                 continue;
@@ -52,31 +71,94 @@ pub async fn run(ctx: &Context, liveness: &Liveness) {
         tracing::debug!(
             node = %ctx.node(),
             shards = %shards.iter().map(Shard::address).collect::<Vec<_>>().join(","),
-            "reading the inboxes shard by shard"
+            "following the inboxes' shard channels"
         );
-        liveness.reset(Instant::now());
-        let (stop, stopped) = watch::channel(false);
-        let readers = futures_util::future::join_all(shards.iter().map(|shard| {
-            let stopped = stopped.clone();
-            read_shard(ctx, liveness, shard, &keys, &last_ids, &stop, stopped)
-        }));
-        let supervise = async {
-            let mut stopped = stopped.clone();
-            tokio::select! {
-                _ = liveness.restart.notified() => {}
-                _ = topology_changed(ctx, &shards) => {
-                    tracing::warn!(node = %ctx.node(), "the Redis Cluster slot map changed; regrouping the inbox readers");
-                }
-                _ = stopped.changed() => {}
+        delay = Duration::from_millis(100);
+        let followed = tokio::select! {
+            followed = follow(ctx, liveness, &keys, &mut sub, &mut last, recovering) => followed,
+            () = topology_changed(ctx, &shards) => {
+                tracing::warn!(node = %ctx.node(), "the Redis Cluster slot map changed; subscribing again");
+                Ok(())
             }
-            let _ = stop.send(true);
+            _ = liveness.restart.notified() => Ok(()),
         };
-        let (failed, ()) = futures_util::future::join(readers, supervise).await;
-        if failed.iter().any(|f| *f) {
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(2));
-        } else {
-            delay = Duration::from_millis(100);
+        if let Err(e) = followed {
+            tracing::warn!(error = %e, "inbox shard subscriptions lost; subscribing again");
+            WorkerMetrics::inc(&ctx.metrics.redis_errors);
+        }
+        WorkerMetrics::inc(&ctx.metrics.inbox_resubscribes);
+        recovering = true;
+        tokio::time::sleep(delay).await;
+    }
+}
+
+/// Subscribes to every inbox's shard channel (through the primaries of `shards`, the
+/// slot map as the command connection sees it now), then lines each read position up with
+/// the end of its stream as the shard now serving it holds it: a stream that ends
+/// before the last id read is not the one read from (a promoted replica that had not
+/// received the newest entries yet, or a server that lost its data), so reading goes on
+/// from its end.
+async fn connect(
+    ctx: &Context,
+    liveness: &Liveness,
+    shards: &[Shard],
+    keys: &[String],
+    channels: &[String],
+    last: &mut [StreamId],
+) -> RedisResult<ShardSubscriber> {
+    let target = ctx
+        .shared()
+        .target
+        .as_ref()
+        .and_then(|t| t.cluster())
+        .ok_or_else(no_redis)?;
+    let mut sub = ShardSubscriber::subscribe(target, shards, channels).await?;
+    for (key, last) in keys.iter().zip(last.iter_mut()) {
+        let end = sub.end_of(key).await?;
+        line_up(ctx, key, last, end);
+    }
+    liveness.reset(Instant::now());
+    Ok(sub)
+}
+
+/// Catches every inbox up from its last id (counting what it reads as missed pushes
+/// when `recovering`), then delivers pushes until pushes may have been lost (an error).
+/// Cancel-safe: `last` holds the id of the last entry fanned out of each inbox.
+async fn follow(
+    ctx: &Context,
+    liveness: &Liveness,
+    keys: &[String],
+    sub: &mut ShardSubscriber,
+    last: &mut [StreamId],
+    recovering: bool,
+) -> RedisResult<()> {
+    let mut round = Round::start(ctx, liveness);
+    let mut caught_up = 0;
+    for (stream, (key, last)) in keys.iter().zip(last.iter_mut()).enumerate() {
+        let inbox = Inbox { stream, key, last };
+        caught_up += read_range(&mut round, sub, inbox, None).await?;
+    }
+    if recovering && caught_up > 0 {
+        recovered(ctx, caught_up);
+    }
+    loop {
+        let mut event = sub.next().await;
+        let mut round = Round::start(ctx, liveness);
+        loop {
+            let Event::Push(stream, payload) = event else {
+                return Err(closed());
+            };
+            if let (Some(key), Some(last)) = (keys.get(stream), last.get_mut(stream)) {
+                let inbox = Inbox { stream, key, last };
+                on_push(ctx, &mut round, sub, inbox, &payload).await?;
+            }
+            if round.count() >= COUNT {
+                break;
+            }
+            match sub.try_next() {
+                Some(next) => event = next,
+                None => break,
+            }
         }
     }
 }
@@ -94,90 +176,5 @@ async fn topology_changed(ctx: &Context, current: &[Shard]) {
                 return;
             }
         }
-    }
-}
-
-/// Whether a read failed because the partitions are not (all) on this shard any more:
-/// the readers must be regrouped from a fresh slot map. Other failures (the primary is
-/// unreachable) are retried on the same shard until the slot map changes.
-fn calls_for_regrouping(e: &RedisError) -> bool {
-    matches!(e.code(), Some("MOVED" | "ASK" | "CLUSTERDOWN" | "TRYAGAIN"))
-        || matches!(classify(e), Failure::NotServed(_))
-}
-
-/// Reads one shard's partitions until told to stop, retrying on its own (with backoff)
-/// while its primary cannot be reached; a read showing that partitions moved stops
-/// every reader (the supervisor then regroups). Returns whether it stopped that way.
-async fn read_shard(
-    ctx: &Context,
-    liveness: &Liveness,
-    shard: &Shard,
-    all_keys: &[String],
-    last_ids: &RefCell<Vec<String>>,
-    stop: &watch::Sender<bool>,
-    mut stopped: watch::Receiver<bool>,
-) -> bool {
-    let streams: Vec<usize> = shard.partitions.iter().map(|p| *p as usize).collect();
-    let keys: Vec<String> = streams
-        .iter()
-        .filter_map(|s| all_keys.get(*s).cloned())
-        .collect();
-    let mut ids: Vec<String> = {
-        let all = last_ids.borrow();
-        streams
-            .iter()
-            .map(|s| all.get(*s).cloned().unwrap_or_else(|| "0-0".into()))
-            .collect()
-    };
-    let mut delay = Duration::from_millis(100);
-    loop {
-        let result: redis::RedisResult<()> = async {
-            let target = ctx
-                .shared()
-                .target
-                .as_ref()
-                .and_then(|t| t.cluster())
-                .ok_or_else(no_redis)?;
-            let client = target.node(&shard.host, shard.port)?;
-            let mut conn = client
-                .get_multiplexed_async_connection_with_config(&reader_config())
-                .await?;
-            align_to_ends(ctx, &mut conn, &keys, &mut ids).await?;
-            let mut pacer = Pacer::default();
-            loop {
-                if *stopped.borrow() {
-                    return Ok(());
-                }
-                let cmd = ctx.module.read_cmd(&shard.partitions, &ids);
-                let reply: Value = tokio::select! {
-                    reply = cmd.query_async(&mut conn) => reply?,
-                    _ = stopped.changed() => return Ok(()),
-                };
-                let entries = deliver(ctx, liveness, &keys, &streams, &mut ids, &reply).await;
-                {
-                    let mut all = last_ids.borrow_mut();
-                    for (s, id) in streams.iter().zip(&ids) {
-                        if let Some(slot) = all.get_mut(*s) {
-                            slot.clone_from(id);
-                        }
-                    }
-                }
-                pacer.after_read(entries).await;
-            }
-        }
-        .await;
-        let Err(e) = result else { return false };
-        WorkerMetrics::inc(&ctx.metrics.redis_errors);
-        if calls_for_regrouping(&e) {
-            tracing::warn!(node = %ctx.node(), shard = %shard.address(), error = %e, "partitions moved; re-reading the slot map");
-            let _ = stop.send(true);
-            return true;
-        }
-        tracing::warn!(node = %ctx.node(), shard = %shard.address(), error = %e, "shard inbox read failed; retrying");
-        tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
-            _ = stopped.changed() => return false,
-        }
-        delay = (delay * 2).min(Duration::from_secs(2));
     }
 }

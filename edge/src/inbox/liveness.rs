@@ -2,10 +2,10 @@
 //!
 //! A reader can starve silently: its server was detached or demoted without closing the
 //! connection, a network path drops packets without a reset, or the primary moved while
-//! the blocked read waits on the old one. Nothing errors; messages simply stop. So every
+//! the subscription stays on the old one. Nothing errors; messages simply stop. So every
 //! [`PROBE_EVERY`] the worker appends a `probe` entry to its own inbox with `RC.PROBE`
 //! through the command connection — which always goes to the current primary; the
-//! module appends it like any entry and, on a standalone server, pushes it — and the
+//! module appends it like any entry and pushes it — and the
 //! reader reports each probe it receives back. When a probe stays unseen for [`STARVED_AFTER`]
 //! while the reader read nothing else either, the reader is restarted: it drops its
 //! connection, looks the primary up again and goes on from the last entry it read.

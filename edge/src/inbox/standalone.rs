@@ -13,7 +13,7 @@
 //! 3. delivers pushes: one whose id is not after the last delivered is a duplicate
 //!    (already read from the stream) and dropped; one whose previous id is not the last
 //!    delivered means pushes were missed — the gap is read from the stream, up to and
-//!    including the push, then delivery goes on.
+//!    including the push, then delivery goes on (see [`crate::inbox::pushed`]).
 //!
 //! When the connection closes (`CLIENT KILL`, the pub/sub output-buffer limit, a
 //! failover), the server is demoted (see [`Subscriber::role_watch`]) or the liveness
@@ -23,16 +23,15 @@
 use std::time::{Duration, Instant};
 
 use redis::RedisResult;
-use roomcast_common::entry;
-use roomcast_common::push;
 use roomcast_common::stream_id::StreamId;
 
 use crate::backend::errors::no_redis;
-use crate::backend::streams::{decode, COUNT};
-use crate::backend::subscriber::{entries, Event, Subscriber};
+use crate::backend::streams::COUNT;
+use crate::backend::subscriber::{Event, Subscriber};
 use crate::context::Context;
 use crate::inbox::delivery::{align_to_ends, Round};
 use crate::inbox::liveness::Liveness;
+use crate::inbox::pushed::{on_push, read_range, recovered, Inbox};
 use crate::metrics::WorkerMetrics;
 
 /// The one liveness stream of a standalone server (its single inbox).
@@ -110,7 +109,12 @@ async fn follow(
     recovering: bool,
 ) -> RedisResult<()> {
     let mut round = Round::start(ctx, liveness);
-    let caught_up = read_range(&mut round, sub, key, last, None).await?;
+    let inbox = Inbox {
+        stream: STREAM,
+        key,
+        last: &mut *last,
+    };
+    let caught_up = read_range(&mut round, sub, inbox, None).await?;
     if recovering && caught_up > 0 {
         recovered(ctx, caught_up);
     }
@@ -121,7 +125,12 @@ async fn follow(
             let Event::Push(payload) = event else {
                 return Err(closed());
             };
-            on_push(ctx, &mut round, sub, key, last, &payload).await?;
+            let inbox = Inbox {
+                stream: STREAM,
+                key,
+                last: &mut *last,
+            };
+            on_push(ctx, &mut round, sub, inbox, &payload).await?;
             if round.count() >= COUNT {
                 break;
             }
@@ -133,127 +142,7 @@ async fn follow(
     }
 }
 
-/// Delivers one push: drops a duplicate, fills a gap from the stream first.
-async fn on_push(
-    ctx: &Context,
-    round: &mut Round<'_>,
-    sub: &mut Subscriber,
-    key: &str,
-    last: &mut StreamId,
-    payload: &[u8],
-) -> RedisResult<()> {
-    let Some(pushed) = push::decode(payload) else {
-        // Its entry is in the stream: the next push (or probe) shows the gap.
-        tracing::warn!(node = %ctx.node(), "malformed inbox push ignored");
-        return Ok(());
-    };
-    match next_step(*last, pushed.id, pushed.prev) {
-        Step::Drop => {}
-        Step::Deliver => {
-            *last = pushed.id;
-            round.entry(STREAM, &entry::decode(pushed.fields())).await;
-        }
-        Step::Fill => {
-            let filled = read_range(round, sub, key, last, Some(pushed.id)).await?;
-            // The push's own entry, when the range read it, was not missed.
-            recovered(ctx, filled.saturating_sub(usize::from(*last == pushed.id)));
-            if *last < pushed.id {
-                // Not in the stream (trimmed, or the server lost it): the push itself
-                // is all there is of it.
-                *last = pushed.id;
-                round.entry(STREAM, &entry::decode(pushed.fields())).await;
-            }
-        }
-    }
-    Ok(())
-}
-
-/// What to do with a push of entry `id` whose inbox's previous entry is `prev`, when
-/// the last entry delivered is `last`.
-#[derive(Debug, PartialEq, Eq)]
-enum Step {
-    /// Delivered already (read from the stream): drop it.
-    Drop,
-    /// The next entry: deliver it.
-    Deliver,
-    /// Entries between `last` and it were missed: read them from the stream first.
-    Fill,
-}
-
-fn next_step(last: StreamId, id: StreamId, prev: StreamId) -> Step {
-    if id <= last {
-        Step::Drop
-    } else if prev == last {
-        Step::Deliver
-    } else {
-        Step::Fill
-    }
-}
-
-/// Counts a gap filled with `entries` entries read from the stream.
-fn recovered(ctx: &Context, entries: usize) {
-    WorkerMetrics::inc(&ctx.metrics.inbox_gaps_filled);
-    WorkerMetrics::add(&ctx.metrics.inbox_entries_recovered, entries as u64);
-}
-
-/// Delivers the entries of stream `key` after `last` up to `end` (inclusive; `None`:
-/// the stream's end), page by page, advancing `last`. Returns how many it delivered.
-async fn read_range(
-    round: &mut Round<'_>,
-    sub: &mut Subscriber,
-    key: &str,
-    last: &mut StreamId,
-    end: Option<StreamId>,
-) -> RedisResult<usize> {
-    let mut delivered = 0;
-    loop {
-        if end.is_some_and(|end| *last >= end) {
-            return Ok(delivered);
-        }
-        let reply = sub.range(key, *last, end).await?;
-        let mut read = 0;
-        for (id, fields) in entries(&reply) {
-            read += 1;
-            if id <= *last {
-                continue;
-            }
-            *last = id;
-            delivered += 1;
-            round.entry(STREAM, &decode(fields)).await;
-        }
-        if read < COUNT {
-            return Ok(delivered);
-        }
-    }
-}
-
 /// The error of a subscriber connection that ended.
-fn closed() -> redis::RedisError {
+pub fn closed() -> redis::RedisError {
     redis::RedisError::from((redis::ErrorKind::Io, "the subscriber connection closed"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn id(ms: u64, seq: u64) -> StreamId {
-        StreamId { ms, seq }
-    }
-
-    #[test]
-    fn pushes_are_dropped_delivered_or_fill_a_gap() {
-        let last = id(100, 3);
-        // Read from the stream already (during a catch-up or a fill).
-        assert_eq!(next_step(last, id(100, 3), id(100, 2)), Step::Drop);
-        assert_eq!(next_step(last, id(99, 0), id(0, 0)), Step::Drop);
-        // The next one.
-        assert_eq!(next_step(last, id(101, 0), id(100, 3)), Step::Deliver);
-        // One (or more) missed in between.
-        assert_eq!(next_step(last, id(102, 0), id(101, 0)), Step::Fill);
-        // A previous id that is not the last delivered, even an older one (this
-        // server's stream differs from what was read): the stream decides.
-        assert_eq!(next_step(last, id(102, 0), id(100, 1)), Step::Fill);
-        // The first entry of an empty inbox.
-        assert_eq!(next_step(id(0, 0), id(5, 0), id(0, 0)), Step::Deliver);
-    }
 }
