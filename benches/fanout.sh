@@ -32,10 +32,9 @@
 # node is watched (`--watch redis=PID0 --watch redis1=PID1 ...`: the generator sums every
 # name starting with `redis`), so the Redis CPU column is the sum over all shards.
 # Redis `INFO commandstats` is reset before each fan-out run and saved after it, on every
-# node (setup and warm-up included): usec_per_call of RC.PUBLISH and XREAD, and XREAD calls
-# per publish (1 means the inbox readers get one entry per call: no batching). Under
-# cluster the readers use RC.READ (one blocking read per shard) instead of XREAD; that
-# column then shows RC.READ, calls and usec summed over the nodes.
+# node (setup and warm-up included): calls and usec_per_call of RC.PUBLISHM (the edges'
+# batches of client publishes) and of XRANGE (the inbox readers' catch-up and gap reads:
+# entries arrive as pushes, so these stay few), summed over the nodes under cluster.
 set -euo pipefail
 
 SCENARIOS=${SCENARIOS:-"100:1:100 20:10:100 2:100:100 100:1:200 20:10:200 2:100:200"}
@@ -314,9 +313,9 @@ for sc in $SCENARIOS; do
         --rooms "$K" --members "$M" --rate "$RATE" --seconds "$MEASURE" --warmup "$WARMUP" \
         --payload-bytes "$PAYLOAD" --prefix "s$i-" --label "$sc" \
         --out "$RESULTS_DIR/fanout-$i.json"
-    # Whole run (setup and warm-up included): the per-call cost of RC.PUBLISH and XREAD
-    # (RC.READ under cluster). Every node's, one after the other (`# node PORT` first
-    # under cluster); the report sums calls and usec over the nodes.
+    # Whole run (setup and warm-up included): the calls and per-call cost of RC.PUBLISHM
+    # and XRANGE. Every node's, one after the other (`# node PORT` first under cluster);
+    # the report sums calls and usec over the nodes.
     if [ "$SHARDS" = 1 ]; then
         redis-cli -h 127.0.0.1 -p "$PORT" info commandstats | tr -d '\r' >"$RESULTS_DIR/commandstats-$i.txt"
     else
@@ -341,9 +340,6 @@ python3 - "$RESULTS_DIR" "$LOAD_BEFORE" "$LOAD_AFTER" "${SERVER_PIN[*]:-unpinned
 import glob, json, os, sys
 d, before, after, pin, max_bg, shards = sys.argv[1:7]
 shards = int(shards)
-# Under cluster the inbox readers use RC.READ (one blocking read per shard), not XREAD.
-read_cmd = "xread" if shards == 1 else "rc.read"
-READ = read_cmd.upper()
 runs = sorted(glob.glob(os.path.join(d, "fanout-*.json")), key=lambda p: int(p.rsplit("-", 1)[1].split(".")[0]))
 f = lambda x, n=1: "—" if x is None else f"{x:,.{n}f}"
 print(f"loadavg before {before}, after {after}; system under test {pin}"
@@ -373,19 +369,19 @@ for p in runs:
                 t[1] += int(kv["usec"])
     # One node: its own usec_per_call; several: usec / calls over all of them.
     per_call = lambda t: "—" if not t else t[2] if shards == 1 else f"{t[1] / max(1, t[0]):.2f}"
-    pub, xr = st.get("rc.publish"), st.get(read_cmd)
-    cmd_rows.append(f"| {r['rooms']} × {r['members']} | {f(r['published_per_s'],0)} | {per_call(pub)} | {per_call(xr)} "
-                    f"| {f(xr[0] / pub[0], 2) if pub and xr and pub[0] else '—'} |")
+    pub, xr = st.get("rc.publishm"), st.get("xrange")
+    calls = lambda t: f"{t[0]:,}" if t else "0"
+    cmd_rows.append(f"| {r['rooms']} × {r['members']} | {f(r['published_per_s'],0)} | {calls(pub)} | {per_call(pub)} "
+                    f"| {calls(xr)} | {per_call(xr)} |")
     bad = [k for k in ("publish_errors", "wrong_room", "bad_data") if r[k]]
     if bad or r["receivers_closed"] or r["publishers_closed"]:
         print(f"|  ⚠ {r['label']}: " + ", ".join(f"{k}={r[k]}" for k in bad)
               + f" closed={len(r['receivers_closed'])}+{len(r['publishers_closed'])} first_error={r['first_error']} |")
 print()
 if shards > 1:
-    print(f"Redis Cluster of {shards} masters: calls and usec summed over the nodes; the inbox readers "
-          "use RC.READ (one blocking read per shard) instead of XREAD.\n")
-print(f"| rooms × members | publishes/s | RC.PUBLISH usec_per_call | {READ} usec_per_call | {READ} calls per RC.PUBLISH |")
-print("|---|---|---|---|---|")
+    print(f"Redis Cluster of {shards} masters: calls and usec summed over the nodes.\n")
+print("| rooms × members | publishes/s | RC.PUBLISHM calls | RC.PUBLISHM usec_per_call | XRANGE calls (catch-up, gaps) | XRANGE usec_per_call |")
+print("|---|---|---|---|---|---|")
 print("\n".join(cmd_rows))
 i = os.path.join(d, "idle.json")
 if os.path.exists(i):

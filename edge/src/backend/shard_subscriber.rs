@@ -24,17 +24,7 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 use crate::backend::cluster::{ClusterTarget, Shard};
 use crate::backend::resp::bytes;
-use crate::backend::subscriber::range_cmd;
-
-/// What the subscriber received.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Event {
-    /// A push on the live channel of stream `0` (its index in the channels subscribed):
-    /// its payload (see `roomcast_common::push`).
-    Push(usize, Vec<u8>),
-    /// Pushes may have been lost; nothing more is delivered through this subscriber.
-    Closed,
-}
+use crate::backend::subscriber::{next_event, range_cmd, try_next_event, Event};
 
 /// Subscriptions to the live shard channels of a node's inboxes, and a read connection.
 pub struct ShardSubscriber {
@@ -91,31 +81,14 @@ impl ShardSubscriber {
 
     /// The next push or the end of this subscriber.
     pub async fn next(&mut self) -> Event {
-        loop {
-            let Some(push) = self.pushes.recv().await else {
-                return Event::Closed;
-            };
-            if let Some(event) = event(&self.streams, push) {
-                return event;
-            }
-        }
+        let streams = &self.streams;
+        next_event(&mut self.pushes, |push| event(streams, push)).await
     }
 
     /// The next push or end already received, if any (without waiting).
     pub fn try_next(&mut self) -> Option<Event> {
-        loop {
-            match self.pushes.try_recv() {
-                Ok(push) => {
-                    if let Some(event) = event(&self.streams, push) {
-                        return Some(event);
-                    }
-                }
-                Err(tokio::sync::mpsc::error::TryRecvError::Empty) => return None,
-                Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => {
-                    return Some(Event::Closed)
-                }
-            }
-        }
+        let streams = &self.streams;
+        try_next_event(&mut self.pushes, |push| event(streams, push))
     }
 
     /// Up to `COUNT` entries of stream `key` after `after` (exclusive) up to `end`

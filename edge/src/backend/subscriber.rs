@@ -22,18 +22,56 @@ use std::future::Future;
 use redis::aio::MultiplexedConnection;
 use redis::{Client, Cmd, ProtocolVersion, PushInfo, PushKind, RedisError, RedisResult, Value};
 use roomcast_common::stream_id::StreamId;
+use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
 use crate::backend::resp::bytes;
 use crate::backend::streams::{entry_parts, reader_config, COUNT};
 
-/// What the subscriber connection received.
+/// What a subscriber received.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Event {
-    /// A message on the live channel: its payload (see `roomcast_common::push`).
-    Push(Vec<u8>),
-    /// The connection is gone; nothing more arrives on it.
+    /// A message on the live channel of inbox stream `0` (always 0 here, the one inbox
+    /// of a standalone server; a partition's under Redis Cluster): its payload (see
+    /// `roomcast_common::push`).
+    Push(usize, Vec<u8>),
+    /// Pushes may have been lost (the connection is gone); nothing more is delivered
+    /// through this subscriber.
     Closed,
+}
+
+/// The next event of a connection's `pushes` (`event` tells what each push means;
+/// pushes that mean nothing are skipped), or [`Event::Closed`] once it ended.
+pub async fn next_event(
+    pushes: &mut UnboundedReceiver<PushInfo>,
+    event: impl Fn(PushInfo) -> Option<Event>,
+) -> Event {
+    loop {
+        let Some(push) = pushes.recv().await else {
+            return Event::Closed;
+        };
+        if let Some(event) = event(push) {
+            return event;
+        }
+    }
+}
+
+/// Like [`next_event`], without waiting: `None` when nothing meaningful is queued.
+pub fn try_next_event(
+    pushes: &mut UnboundedReceiver<PushInfo>,
+    event: impl Fn(PushInfo) -> Option<Event>,
+) -> Option<Event> {
+    loop {
+        match pushes.try_recv() {
+            Ok(push) => {
+                if let Some(event) = event(push) {
+                    return Some(event);
+                }
+            }
+            Err(TryRecvError::Empty) => return None,
+            Err(TryRecvError::Disconnected) => return Some(Event::Closed),
+        }
+    }
 }
 
 /// A connection subscribed to one channel, and a read connection to the same server.
@@ -99,31 +137,12 @@ impl Subscriber {
 
     /// The next message or the end of the connection.
     pub async fn next(&mut self) -> Event {
-        loop {
-            let Some(push) = self.pushes.recv().await else {
-                return Event::Closed;
-            };
-            if let Some(event) = event(push) {
-                return event;
-            }
-        }
+        next_event(&mut self.pushes, event).await
     }
 
     /// The next message or end already received, if any (without waiting).
     pub fn try_next(&mut self) -> Option<Event> {
-        loop {
-            match self.pushes.try_recv() {
-                Ok(push) => {
-                    if let Some(event) = event(push) {
-                        return Some(event);
-                    }
-                }
-                Err(tokio::sync::mpsc::error::TryRecvError::Empty) => return None,
-                Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => {
-                    return Some(Event::Closed)
-                }
-            }
-        }
+        try_next_event(&mut self.pushes, event)
     }
 
     /// `XRANGE key (after end COUNT n`: up to [`COUNT`] entries of stream `key` after
@@ -145,7 +164,7 @@ impl Subscriber {
 /// or nothing (subscription confirmations and other pushes).
 fn event(push: PushInfo) -> Option<Event> {
     match push.kind {
-        PushKind::Message => push.data.get(1).map(|p| Event::Push(bytes(p).to_vec())),
+        PushKind::Message => push.data.get(1).map(|p| Event::Push(0, bytes(p).to_vec())),
         PushKind::Disconnection => Some(Event::Closed),
         _ => None,
     }
@@ -221,7 +240,7 @@ mod tests {
             kind: PushKind::Message,
             data: vec![bulk(b"chan"), bulk(b"payload")],
         };
-        assert_eq!(event(message), Some(Event::Push(b"payload".to_vec())));
+        assert_eq!(event(message), Some(Event::Push(0, b"payload".to_vec())));
         let confirmed = PushInfo {
             kind: PushKind::Subscribe,
             data: vec![bulk(b"chan"), Value::Int(1)],

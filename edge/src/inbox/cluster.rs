@@ -29,13 +29,11 @@ use roomcast_common::stream_id::StreamId;
 
 use crate::backend::cluster::Shard;
 use crate::backend::errors::no_redis;
-use crate::backend::shard_subscriber::{Event, ShardSubscriber};
-use crate::backend::streams::COUNT;
+use crate::backend::shard_subscriber::ShardSubscriber;
 use crate::context::Context;
-use crate::inbox::delivery::{line_up, Round};
+use crate::inbox::delivery::line_up;
 use crate::inbox::liveness::Liveness;
-use crate::inbox::pushed::{on_push, read_range, recovered, Inbox};
-use crate::inbox::standalone::closed;
+use crate::inbox::pushed::follow;
 use crate::metrics::WorkerMetrics;
 
 /// How often the reader compares the slot map with the one it subscribed under.
@@ -75,7 +73,7 @@ pub async fn run(ctx: &Context, liveness: &Liveness) {
         );
         delay = Duration::from_millis(100);
         let followed = tokio::select! {
-            followed = follow(ctx, liveness, &keys, &mut sub, &mut last, recovering) => followed,
+            followed = follow(ctx, liveness, &mut sub, &keys, &mut last, recovering) => followed,
             () = topology_changed(ctx, &shards) => {
                 tracing::warn!(node = %ctx.node(), "the Redis Cluster slot map changed; subscribing again");
                 Ok(())
@@ -119,48 +117,6 @@ async fn connect(
     }
     liveness.reset(Instant::now());
     Ok(sub)
-}
-
-/// Catches every inbox up from its last id (counting what it reads as missed pushes
-/// when `recovering`), then delivers pushes until pushes may have been lost (an error).
-/// Cancel-safe: `last` holds the id of the last entry fanned out of each inbox.
-async fn follow(
-    ctx: &Context,
-    liveness: &Liveness,
-    keys: &[String],
-    sub: &mut ShardSubscriber,
-    last: &mut [StreamId],
-    recovering: bool,
-) -> RedisResult<()> {
-    let mut round = Round::start(ctx, liveness);
-    let mut caught_up = 0;
-    for (stream, (key, last)) in keys.iter().zip(last.iter_mut()).enumerate() {
-        let inbox = Inbox { stream, key, last };
-        caught_up += read_range(&mut round, sub, inbox, None).await?;
-    }
-    if recovering && caught_up > 0 {
-        recovered(ctx, caught_up);
-    }
-    loop {
-        let mut event = sub.next().await;
-        let mut round = Round::start(ctx, liveness);
-        loop {
-            let Event::Push(stream, payload) = event else {
-                return Err(closed());
-            };
-            if let (Some(key), Some(last)) = (keys.get(stream), last.get_mut(stream)) {
-                let inbox = Inbox { stream, key, last };
-                on_push(ctx, &mut round, sub, inbox, &payload).await?;
-            }
-            if round.count() >= COUNT {
-                break;
-            }
-            match sub.try_next() {
-                Some(next) => event = next,
-                None => break,
-            }
-        }
-    }
 }
 
 /// Returns once the slot map differs from `current` (checked every

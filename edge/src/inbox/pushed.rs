@@ -1,5 +1,6 @@
-//! Delivering pushed inbox entries, with the inbox stream as the recovery log: what the
-//! standalone reader and the Redis Cluster reader share.
+//! Delivering pushed inbox entries, with the inbox streams as the recovery log: what the
+//! standalone reader (one inbox) and the Redis Cluster reader (one per partition)
+//! share — [`follow`], over any subscriber ([`Pushes`]).
 //!
 //! Each push carries its entry's id and the id of the entry before it in its inbox
 //! (`roomcast_common::push`). Against the id of the last entry delivered from that
@@ -17,9 +18,10 @@ use roomcast_common::stream_id::StreamId;
 
 use crate::backend::shard_subscriber::ShardSubscriber;
 use crate::backend::streams::{decode, COUNT};
-use crate::backend::subscriber::{entries, Subscriber};
+use crate::backend::subscriber::{entries, Event, Subscriber};
 use crate::context::Context;
 use crate::inbox::delivery::Round;
+use crate::inbox::liveness::Liveness;
 use crate::metrics::WorkerMetrics;
 
 /// Where a reader reads inbox ranges from (`XRANGE`, see `Subscriber::range`).
@@ -56,16 +58,92 @@ impl Ranges for ShardSubscriber {
     }
 }
 
+/// A subscriber: pushes of the node's inbox entries, and ranges of its inboxes.
+pub trait Pushes: Ranges {
+    /// The next push or the end of the subscriber.
+    fn next(&mut self) -> impl Future<Output = Event>;
+    /// The next push or end already received, if any (without waiting).
+    fn try_next(&mut self) -> Option<Event>;
+}
+
+impl Pushes for Subscriber {
+    fn next(&mut self) -> impl Future<Output = Event> {
+        Subscriber::next(self)
+    }
+
+    fn try_next(&mut self) -> Option<Event> {
+        Subscriber::try_next(self)
+    }
+}
+
+impl Pushes for ShardSubscriber {
+    fn next(&mut self) -> impl Future<Output = Event> {
+        ShardSubscriber::next(self)
+    }
+
+    fn try_next(&mut self) -> Option<Event> {
+        ShardSubscriber::try_next(self)
+    }
+}
+
+/// Catches every inbox (`keys`, with the last id delivered from each in `last`) up
+/// from its last id — counting what it reads as missed pushes when `recovering` — then
+/// delivers pushes until pushes may have been lost (an error). Cancel-safe: `last`
+/// holds the id of the last entry fanned out of each inbox.
+pub async fn follow(
+    ctx: &Context,
+    liveness: &Liveness,
+    sub: &mut impl Pushes,
+    keys: &[String],
+    last: &mut [StreamId],
+    recovering: bool,
+) -> RedisResult<()> {
+    let mut round = Round::start(ctx, liveness);
+    let mut caught_up = 0;
+    for (stream, (key, last)) in keys.iter().zip(last.iter_mut()).enumerate() {
+        let inbox = Inbox { stream, key, last };
+        caught_up += read_range(&mut round, sub, inbox, None).await?;
+    }
+    if recovering && caught_up > 0 {
+        recovered(ctx, caught_up);
+    }
+    loop {
+        let mut event = sub.next().await;
+        let mut round = Round::start(ctx, liveness);
+        loop {
+            let Event::Push(stream, payload) = event else {
+                return Err(closed());
+            };
+            if let (Some(key), Some(last)) = (keys.get(stream), last.get_mut(stream)) {
+                let inbox = Inbox { stream, key, last };
+                on_push(ctx, &mut round, sub, inbox, &payload).await?;
+            }
+            if round.count() >= COUNT {
+                break;
+            }
+            match sub.try_next() {
+                Some(next) => event = next,
+                None => break,
+            }
+        }
+    }
+}
+
+/// The error of a subscriber that ended.
+fn closed() -> redis::RedisError {
+    redis::RedisError::from((redis::ErrorKind::Io, "the subscriber connection closed"))
+}
+
 /// One inbox a reader delivers from: its stream index (for the liveness probe), its
 /// key, and the id of the last entry delivered from it.
-pub struct Inbox<'a> {
-    pub stream: usize,
-    pub key: &'a str,
-    pub last: &'a mut StreamId,
+struct Inbox<'a> {
+    stream: usize,
+    key: &'a str,
+    last: &'a mut StreamId,
 }
 
 /// Delivers one push of `inbox`: drops a duplicate, fills a gap from the stream first.
-pub async fn on_push(
+async fn on_push(
     ctx: &Context,
     round: &mut Round<'_>,
     reads: &mut impl Ranges,
@@ -123,7 +201,7 @@ fn next_step(last: StreamId, id: StreamId, prev: StreamId) -> Step {
 }
 
 /// Counts a gap filled with `entries` entries read from the stream.
-pub fn recovered(ctx: &Context, entries: usize) {
+fn recovered(ctx: &Context, entries: usize) {
     WorkerMetrics::inc(&ctx.metrics.inbox_gaps_filled);
     WorkerMetrics::add(&ctx.metrics.inbox_entries_recovered, entries as u64);
 }
@@ -131,7 +209,7 @@ pub fn recovered(ctx: &Context, entries: usize) {
 /// Delivers the entries of `inbox` after its last id up to `end` (inclusive; `None`:
 /// the stream's end), page by page, advancing the last id. Returns how many it
 /// delivered.
-pub async fn read_range(
+async fn read_range(
     round: &mut Round<'_>,
     reads: &mut impl Ranges,
     inbox: Inbox<'_>,

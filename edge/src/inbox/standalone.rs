@@ -26,16 +26,12 @@ use redis::RedisResult;
 use roomcast_common::stream_id::StreamId;
 
 use crate::backend::errors::no_redis;
-use crate::backend::streams::COUNT;
-use crate::backend::subscriber::{Event, Subscriber};
+use crate::backend::subscriber::Subscriber;
 use crate::context::Context;
-use crate::inbox::delivery::{align_to_ends, Round};
+use crate::inbox::delivery::align_to_ends;
 use crate::inbox::liveness::Liveness;
-use crate::inbox::pushed::{on_push, read_range, recovered, Inbox};
+use crate::inbox::pushed::follow;
 use crate::metrics::WorkerMetrics;
-
-/// The one liveness stream of a standalone server (its single inbox).
-const STREAM: usize = 0;
 
 /// Runs until aborted.
 pub async fn run(ctx: &Context, liveness: &Liveness) {
@@ -43,6 +39,7 @@ pub async fn run(ctx: &Context, liveness: &Liveness) {
     let Some(key) = keys.first().cloned() else {
         return;
     };
+    let keys = [key];
     let channel = ctx.live_channel();
     // The node's inbox was emptied at start (RC.NODE.DOWN), so reading from the
     // beginning delivers exactly what was routed to this process.
@@ -52,7 +49,7 @@ pub async fn run(ctx: &Context, liveness: &Liveness) {
     // after that, what a catch-up reads are missed pushes.
     let mut recovering = false;
     loop {
-        let mut sub = match connect(ctx, liveness, &key, &channel, &mut last).await {
+        let mut sub = match connect(ctx, liveness, &keys[0], &channel, &mut last).await {
             Ok(sub) => sub,
             Err(e) => {
                 tracing::warn!(error = %e, "inbox reader cannot reach the Redis primary; retrying");
@@ -64,7 +61,7 @@ pub async fn run(ctx: &Context, liveness: &Liveness) {
         delay = Duration::from_millis(100);
         let demoted = sub.role_watch(&channel);
         let followed = tokio::select! {
-            followed = follow(ctx, liveness, &key, &mut sub, &mut last, recovering) => followed,
+            followed = follow(ctx, liveness, &mut sub, &keys, std::slice::from_mut(&mut last), recovering) => followed,
             e = demoted => Err(e),
             _ = liveness.restart.notified() => Ok(()),
         };
@@ -95,54 +92,4 @@ async fn connect(
     *last = StreamId::parse(ids[0].as_bytes()).unwrap_or(*last);
     liveness.reset(Instant::now());
     Ok(sub)
-}
-
-/// Catches up from `last` (counting what it reads as missed pushes when `recovering`),
-/// then delivers pushes until the connection ends (an error). Cancel-safe: `last` is
-/// the id of the last entry fanned out.
-async fn follow(
-    ctx: &Context,
-    liveness: &Liveness,
-    key: &str,
-    sub: &mut Subscriber,
-    last: &mut StreamId,
-    recovering: bool,
-) -> RedisResult<()> {
-    let mut round = Round::start(ctx, liveness);
-    let inbox = Inbox {
-        stream: STREAM,
-        key,
-        last: &mut *last,
-    };
-    let caught_up = read_range(&mut round, sub, inbox, None).await?;
-    if recovering && caught_up > 0 {
-        recovered(ctx, caught_up);
-    }
-    loop {
-        let mut event = sub.next().await;
-        let mut round = Round::start(ctx, liveness);
-        loop {
-            let Event::Push(payload) = event else {
-                return Err(closed());
-            };
-            let inbox = Inbox {
-                stream: STREAM,
-                key,
-                last: &mut *last,
-            };
-            on_push(ctx, &mut round, sub, inbox, &payload).await?;
-            if round.count() >= COUNT {
-                break;
-            }
-            match sub.try_next() {
-                Some(next) => event = next,
-                None => break,
-            }
-        }
-    }
-}
-
-/// The error of a subscriber connection that ended.
-pub fn closed() -> redis::RedisError {
-    redis::RedisError::from((redis::ErrorKind::Io, "the subscriber connection closed"))
 }
