@@ -23,6 +23,7 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use redis::{Connection, Value};
+use roomcast_common::partition::Partitioner;
 
 use crate::{free_port, info_value, module_path, wait};
 
@@ -506,6 +507,20 @@ impl Cluster {
             .query(&mut conn)
             .expect("CLUSTER KEYSLOT");
         u16::try_from(slot).expect("a slot")
+    }
+
+    /// One name per master, `prefix0`, `prefix1`, … picked so that their partitions
+    /// (of `partitions`) live on the masters, in the order of [`Cluster::masters`].
+    pub fn one_name_per_master(&self, partitions: &Partitioner, prefix: &str) -> Vec<String> {
+        self.masters()
+            .into_iter()
+            .map(|master| {
+                (0..10_000)
+                    .map(|i| format!("{prefix}{i}"))
+                    .find(|name| self.owner_of_key(&partitions.tagged(name)) == master)
+                    .unwrap_or_else(|| panic!("no {prefix}* name on master {master}"))
+            })
+            .collect()
     }
 
     /// Port of the master serving `key`'s slot.

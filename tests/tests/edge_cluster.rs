@@ -4,7 +4,8 @@
 //! The core scenarios of the edge suite rerun with rooms and users spread over all three
 //! shards: cross-edge delivery with exact bytes and sender exclusion, join/leave events,
 //! presence, direct messages, history, kicks, a drained edge and a crashed edge. Each
-//! edge worker reads its inboxes with one blocking `RC.READ` per shard. Then a master is
+//! edge worker follows its inboxes through their live shard channels (one subscribed
+//! client per master). Then a master is
 //! SIGKILLed under traffic: its replica is promoted, the edges follow, presence stays
 //! intact and no subscriber has an undetected gap (U = 0).
 
@@ -32,20 +33,9 @@ fn layout() -> Partitioner {
     Partitioner::new(16).expect("layout")
 }
 
-/// One name per master: `prefix0`, `prefix1`, … picked so that their partitions live on
-/// the three masters, in the order of `cluster.masters()`.
+/// One name per master (see [`Cluster::one_name_per_master`]).
 fn one_per_master(cluster: &Cluster, prefix: &str) -> Vec<String> {
-    let p = layout();
-    cluster
-        .masters()
-        .into_iter()
-        .map(|master| {
-            (0..10_000)
-                .map(|i| format!("{prefix}{i}"))
-                .find(|name| cluster.owner_of_key(&p.tagged(name)) == master)
-                .unwrap_or_else(|| panic!("no {prefix}* name on master {master}"))
-        })
-        .collect()
+    cluster.one_name_per_master(&layout(), prefix)
 }
 
 /// `RC.PRESENCE` of `room`, asked on the master serving it.

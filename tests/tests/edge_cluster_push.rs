@@ -34,17 +34,7 @@ fn layout() -> Partitioner {
 
 /// One room per master, in the order of `cluster.masters()`.
 fn rooms_on_every_master(cluster: &Cluster) -> Vec<String> {
-    let p = layout();
-    cluster
-        .masters()
-        .into_iter()
-        .map(|master| {
-            (0..10_000)
-                .map(|i| format!("cp{i}"))
-                .find(|name| cluster.owner_of_key(&p.tagged(name)) == master)
-                .unwrap_or_else(|| panic!("no room on master {master}"))
-        })
-        .collect()
+    cluster.one_name_per_master(&layout(), "cp")
 }
 
 /// Runs `count` messages round-robin over `rooms` at `per_second` (every `big.0`-th
