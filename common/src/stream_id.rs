@@ -35,6 +35,20 @@ impl StreamId {
         })
     }
 
+    /// The most bytes an id takes as text: two 20-digit numbers and a dash.
+    pub const MAX_TEXT: usize = 41;
+
+    /// Writes the id as `ms-seq` into `buf` and returns the bytes written: the text of
+    /// an id without an allocation (the module writes one per inbox append).
+    pub fn write_to(self, buf: &mut [u8; Self::MAX_TEXT]) -> &[u8] {
+        use std::io::Write;
+        let mut rest: &mut [u8] = &mut buf[..];
+        // Cannot fail: the buffer holds the longest id.
+        let _ = write!(rest, "{}-{}", self.ms, self.seq);
+        let written = Self::MAX_TEXT - rest.len();
+        buf.get(..written).unwrap_or_default()
+    }
+
     /// The smallest id greater than this one; `None` after the largest id.
     pub fn next(self) -> Option<Self> {
         match self.seq.checked_add(1) {
@@ -102,5 +116,23 @@ mod tests {
         assert_eq!(id(5, u64::MAX).next(), Some(id(6, 0)));
         assert_eq!(id(u64::MAX, u64::MAX).next(), None);
         assert_eq!(id(7, 3).to_string(), "7-3");
+    }
+
+    #[test]
+    fn ids_are_written_as_text_without_allocating() {
+        let mut buf = [0u8; StreamId::MAX_TEXT];
+        for id in [
+            StreamId { ms: 0, seq: 0 },
+            StreamId {
+                ms: 1_700_000_000_123,
+                seq: 7,
+            },
+            StreamId {
+                ms: u64::MAX,
+                seq: u64::MAX,
+            },
+        ] {
+            assert_eq!(id.write_to(&mut buf), id.to_string().as_bytes());
+        }
     }
 }

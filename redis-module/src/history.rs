@@ -135,7 +135,7 @@ fn read(
     reverse: bool,
     limit: usize,
 ) -> Result<Vec<Retained>, RedisError> {
-    let key = ctx.open_key(&ctx.create_string(keys.room_hist(room)));
+    let key = ctx.open_key(&ops::string(ctx, keys.room_hist(room)));
     if key.is_null() {
         return Ok(Vec::new());
     }

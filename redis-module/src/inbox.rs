@@ -26,7 +26,7 @@ use roomcast_common::stream_id::StreamId;
 use crate::args::{coded, err};
 use crate::config;
 use crate::live::{self, Scope};
-use crate::ops::RawKey;
+use crate::ops::{self, RawKey};
 use crate::state::{layout, ROUTED};
 
 /// Whether nodes have one inbox for all partitions (a standalone server) rather than one
@@ -76,7 +76,7 @@ impl Entry {
     pub fn from_pairs(ctx: &Context, pairs: &[(&str, &[u8])]) -> Self {
         let mut fields = Vec::with_capacity(2 * pairs.len());
         for (name, value) in pairs {
-            fields.push(ctx.create_string(*name));
+            fields.push(ops::string(ctx, *name));
             fields.push(RedisString::create_from_slice(ctx.get_raw(), value));
         }
         Self {
@@ -155,14 +155,15 @@ impl Entry {
         maxlen: i64,
         read_prev: bool,
     ) -> Result<(StreamId, StreamId), RedisError> {
-        let key_name = ctx.create_string(key);
+        let key_name = ops::string(ctx, key);
         let added = raw_append(ctx, &key_name, &self.fields, id, maxlen, read_prev)?;
         let kept_after_trim = added.kept;
         let new_id = StreamId {
             ms: added.id.ms,
             seq: added.id.seq,
         };
-        let id = ctx.create_string(new_id.to_string());
+        let mut text = [0u8; StreamId::MAX_TEXT];
+        let id = ops::string(ctx, new_id.write_to(&mut text));
 
         let mut args: Vec<&RedisString> = Vec::with_capacity(4 + self.fields.len());
         args.push(&key_name);
@@ -170,9 +171,9 @@ impl Entry {
         let eq;
         let kept;
         if let Some(length) = kept_after_trim {
-            maxlen_word = ctx.create_string("MAXLEN");
-            eq = ctx.create_string("=");
-            kept = ctx.create_string(length.to_string());
+            maxlen_word = ops::string(ctx, "MAXLEN");
+            eq = ops::string(ctx, "=");
+            kept = ops::string(ctx, length.to_string());
             args.extend([&maxlen_word, &eq, &kept]);
         }
         args.push(&id);

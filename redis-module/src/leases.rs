@@ -32,7 +32,7 @@ pub fn renew(
     expires_ms: i64,
 ) -> Result<bool, RedisError> {
     let table = keys.nodes();
-    let name = ctx.create_string(table.as_str());
+    let name = ops::string(ctx, table.as_str());
     let key = RawKey::open(ctx, &name, true)?;
     if !matches!(key.key_type(), KeyType::Empty | KeyType::Hash) {
         return Err(coded(
@@ -44,8 +44,8 @@ pub fn renew(
     let hash_set = unsafe { raw::RedisModule_HashSet }
         .ok_or_else(|| err("internal: RM_HashSet is not available"))?;
     let expires = expires_ms.to_string();
-    let field = ctx.create_string(node);
-    let value = ctx.create_string(expires.as_str());
+    let field = ops::string(ctx, node);
+    let value = ops::string(ctx, expires.as_str());
     // RM_HashSet without flags counts the fields it *updated*: 0 means a new node.
     let updated = sweep_memory::lease_write(ctx, p, expires_ms, || {
         // SAFETY: the key is open for writing and holds a hash or nothing; field and

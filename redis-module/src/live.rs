@@ -28,7 +28,7 @@ use roomcast_common::push;
 use roomcast_common::stream_id::StreamId;
 
 use crate::args::err;
-use crate::ops::RawKey;
+use crate::ops::{self, RawKey};
 
 /// Where a push goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,7 +56,7 @@ pub fn publish(
     }
     .ok_or_else(|| err("internal: this Redis cannot publish to (shard) channels"))?;
     let payload = push::encode(id, prev, packed);
-    let channel = ctx.create_string(channel);
+    let channel = ops::string(ctx, channel);
     let message = RedisString::create_from_slice(ctx.get_raw(), &payload);
     // SAFETY: ctx, channel and message are live for the call; Redis copies what it keeps.
     // The reply (how many subscribers received it) does not matter: an edge that is not

@@ -19,6 +19,14 @@ use redis_module::{RedisString, ScanKeyCursor};
 
 use crate::args::{coded, err};
 
+/// A Redis string of `bytes`, for a key name or a command argument. Unlike
+/// `Context::create_string` it takes any bytes (no C string in between: no NUL check
+/// that could fail, no extra allocation and copy), which matters on the publish path,
+/// where every inbox append names its key, id and channel.
+pub fn string(ctx: &Context, bytes: impl AsRef<[u8]>) -> RedisString {
+    RedisString::create_from_slice(ctx.get_raw(), bytes.as_ref())
+}
+
 /// Options for every write: replicate the effect, return errors as values.
 fn write_options() -> CallOptions {
     CallOptionsBuilder::new()
@@ -56,7 +64,7 @@ fn expect_type(key_type: KeyType, expected: KeyType, name: &str) -> Result<bool,
 
 /// Opens a key for reading without touching its LRU/LFU data or keyspace stats.
 fn open_read(ctx: &Context, name: &str) -> RedisKey {
-    ctx.open_key_with_flags(&ctx.create_string(name), KeyFlags::NOTOUCH)
+    ctx.open_key_with_flags(&string(ctx, name), KeyFlags::NOTOUCH)
 }
 
 /// `HGET name field`.
@@ -153,7 +161,7 @@ pub fn srandmember(ctx: &Context, name: &str, n: usize) -> Result<Vec<Vec<u8>>, 
 /// Number of elements of a hash, set or stream: 0 when the key does not exist.
 /// Low-level (`RM_ValueLength`), so counting never shows up as a client command.
 pub fn count(ctx: &Context, name: &str) -> Result<u64, RedisError> {
-    let key_name = ctx.create_string(name);
+    let key_name = string(ctx, name);
     let key = RawKey::open(ctx, &key_name, false)?;
     match key.key_type() {
         KeyType::Empty => Ok(0),
@@ -267,7 +275,7 @@ pub fn set_string(
         // What `SET … PXAT` does with a time already past: the key is gone.
         return delete(ctx, name);
     }
-    let key_name = ctx.create_string(name);
+    let key_name = string(ctx, name);
     let value = RedisString::create_from_slice(ctx.get_raw(), value);
     let key = RawKey::open(ctx, &key_name, true)?;
     // SAFETY: the key is open for writing; the value lives until after the call.
@@ -284,8 +292,8 @@ pub fn set_string(
         return Err(err(format!("cannot set the expiry of {name}")));
     }
     drop(key);
-    let pxat = ctx.create_string("PXAT");
-    let at = ctx.create_string(at.to_string());
+    let pxat = string(ctx, "PXAT");
+    let at = string(ctx, at.to_string());
     ctx.replicate("SET", &[&key_name, &value, &pxat, &at][..]);
     Ok(())
 }
@@ -296,7 +304,7 @@ pub fn expire_at(ctx: &Context, name: &str, at_ms: i64) -> Result<(), RedisError
     // SAFETY: function pointers are set by Redis at module load and never change.
     let abs_expire = unsafe { raw::RedisModule_SetAbsExpire }
         .ok_or_else(|| err("internal: RM_SetAbsExpire is not available in this Redis"))?;
-    let key_name = ctx.create_string(name);
+    let key_name = string(ctx, name);
     let key = RawKey::open(ctx, &key_name, true)?;
     if key.key_type() == KeyType::Empty {
         return Ok(());
@@ -306,7 +314,7 @@ pub fn expire_at(ctx: &Context, name: &str, at_ms: i64) -> Result<(), RedisError
         return Err(err(format!("cannot set the expiry of {name}")));
     }
     drop(key);
-    let at = ctx.create_string(at_ms.to_string());
+    let at = string(ctx, at_ms.to_string());
     ctx.replicate("PEXPIREAT", &[&key_name, &at][..]);
     Ok(())
 }
@@ -316,7 +324,7 @@ pub fn delete(ctx: &Context, name: &str) -> Result<(), RedisError> {
     // SAFETY: function pointers are set by Redis at module load and never change.
     let delete_key = unsafe { raw::RedisModule_DeleteKey }
         .ok_or_else(|| err("internal: RM_DeleteKey is not available"))?;
-    let key_name = ctx.create_string(name);
+    let key_name = string(ctx, name);
     let key = RawKey::open(ctx, &key_name, true)?;
     if key.key_type() == KeyType::Empty {
         return Ok(());

@@ -37,6 +37,7 @@ use roomcast_common::stream_id::StreamId;
 
 use crate::args::{check, code_error, coded, err};
 use crate::inbox;
+use crate::ops;
 use crate::state::{layout, Layout};
 
 /// One stream to read: its partition, key, and the id entries must follow.
@@ -249,7 +250,7 @@ fn block_on(ctx: &Context, streams: &[Stream], timeout_ms: i64) -> Result<(), Re
         .ok_or_else(|| err("internal: RM_BlockClientOnKeys is not available"))?;
     let names: Vec<RedisString> = streams
         .iter()
-        .map(|s| ctx.create_string(s.key.as_str()))
+        .map(|s| ops::string(ctx, s.key.as_str()))
         .collect();
     let mut keys: Vec<*mut RedisModuleString> = names.iter().map(|n| n.inner).collect();
     let numkeys = c_int::try_from(keys.len()).map_err(|_| err("too many streams"))?;
