@@ -36,30 +36,28 @@ impl Session {
         let mut messages = Assembler::new(max, config.max_fragments);
         let mut in_flight = InFlight::default();
         loop {
-            // Replies of publishes in flight are answered as they come, before the next
-            // frame; a connection with as many in flight as it may reads on only once
-            // the oldest is answered (`FrameReader::next` is cancel-safe).
-            let next = if in_flight.is_full() {
-                Next::Answer(in_flight.next().await)
+            // An idle connection waits for its next frame alone; one with publishes in
+            // flight also for their replies (boxed: that wait is bigger, and only such a
+            // connection should pay for it, not every idle one's read task).
+            let read = if in_flight.is_empty() {
+                reader.next(max).await
             } else {
-                tokio::select! {
-                    biased;
-                    answer = in_flight.next(), if !in_flight.is_empty() => Next::Answer(answer),
-                    frame = reader.next(max) => Next::Frame(frame),
+                match Box::pin(frame_or_answer(reader, max, &mut in_flight)).await {
+                    Next::Frame(read) => read,
+                    Next::Answer(answer) => {
+                        if let Some(answer) = answer {
+                            self.answer(answer);
+                        }
+                        if self.out.is_closing() {
+                            break;
+                        }
+                        continue;
+                    }
                 }
             };
-            let frame = match next {
-                Next::Answer(answer) => {
-                    if let Some(answer) = answer {
-                        self.answer(answer);
-                    }
-                    if self.out.is_closing() {
-                        break;
-                    }
-                    continue;
-                }
-                Next::Frame(Ok(frame)) => frame,
-                Next::Frame(Err(e)) => {
+            let frame = match read {
+                Ok(frame) => frame,
+                Err(e) => {
                     if let Some((code, reason)) = read_error_close(e) {
                         self.out.close(code, reason);
                     }
@@ -86,7 +84,9 @@ impl Session {
             }
         }
         // Closing or not, every publish sent on gets its answer (a close waits for them).
-        self.settle(&mut in_flight).await;
+        if !in_flight.is_empty() {
+            Box::pin(self.settle(&mut in_flight)).await;
+        }
     }
 
     /// Answers every publish in flight, oldest first.
@@ -159,6 +159,25 @@ impl Session {
             }
         }
         drop(owed);
+    }
+}
+
+/// The next frame or the reply of the oldest publish in flight, whichever comes first;
+/// the reply alone once the connection has as many in flight as it may (it reads on
+/// when the oldest is answered). `FrameReader::next` is cancel-safe: a frame half read
+/// when a reply wins stays buffered.
+async fn frame_or_answer<S: tokio::io::AsyncRead + Unpin>(
+    reader: &mut FrameReader<S>,
+    max: usize,
+    in_flight: &mut InFlight,
+) -> Next {
+    if in_flight.is_full() {
+        return Next::Answer(in_flight.next().await);
+    }
+    tokio::select! {
+        biased;
+        answer = in_flight.next() => Next::Answer(answer),
+        frame = reader.next(max) => Next::Frame(frame),
     }
 }
 
