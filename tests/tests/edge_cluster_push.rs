@@ -3,9 +3,9 @@
 //! shard subscriptions and reads the partition's inbox stream only to recover. Under
 //! load (a publisher at a few hundred messages a second into rooms on all three
 //! masters, with members on two edges), the edges' subscriber connections are killed
-//! on every master (`CLIENT KILL TYPE pubsub`) or dropped by Redis's pub/sub
-//! output-buffer limit, and every receiver must still get every message exactly once,
-//! in order.
+//! on every master (`CLIENT KILL TYPE pubsub`), dropped by Redis's pub/sub
+//! output-buffer limit, or moved by a manual failover, and every receiver must still get
+//! every message exactly once, in order.
 //!
 //! Every test runs its own 3-master cluster (with the module) and its own edges on
 //! loopback, and bounds every wait and the traffic (count and time).
@@ -38,9 +38,9 @@ fn rooms_on_every_master(cluster: &Cluster) -> Vec<String> {
 }
 
 /// Runs `count` messages round-robin over `rooms` at `per_second` (every `big.0`-th
-/// padded to `big.1` bytes; 0: none), with `fault` applied to every master every
-/// `fault_every` while they flow. Returns the edges, what each receiver got, and how
-/// many times the fault hit (what `fault` returned, summed).
+/// padded to `big.1` bytes; 0: none), with `fault` called every `fault_every` while
+/// they flow. Returns the edges, what each receiver got, and how many times the fault
+/// hit (what `fault` returned, summed).
 fn run_with_fault(
     cluster: &Cluster,
     rooms: &[String],
@@ -48,7 +48,7 @@ fn run_with_fault(
     per_second: u64,
     big: (usize, usize),
     fault_every: Duration,
-    fault: impl Fn(&mut redis::Connection) -> u64 + Send + 'static,
+    mut fault: impl FnMut() -> u64 + Send + 'static,
 ) -> (Vec<Edge>, Vec<Received>, u64) {
     let flags = [
         "--allow-anonymous",
@@ -77,13 +77,10 @@ fn run_with_fault(
     let hits = Arc::new(AtomicU64::new(0));
     let faults = {
         let (stop, hits) = (stop.clone(), hits.clone());
-        let mut conns: Vec<redis::Connection> = masters.iter().map(|p| cluster.conn(*p)).collect();
         thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
                 sleep(fault_every);
-                for conn in conns.iter_mut() {
-                    hits.fetch_add(fault(conn), Ordering::Relaxed);
-                }
+                hits.fetch_add(fault(), Ordering::Relaxed);
             }
         })
     };
@@ -108,10 +105,7 @@ fn run_with_fault(
         };
         let data = json!({"seq": seqs[r], "pad": pad}).to_string();
         seqs[r] += 1;
-        let (room, conn) = &mut targets[r];
-        let reply: redis::RedisResult<Value> =
-            redis::cmd("RC.PUBLISH").arg(&*room).arg(data).query(conn);
-        assert!(reply.is_ok(), "publish {i}: {reply:?}");
+        publish_following_the_slot(cluster, &mut targets[r], &data, i);
         let due = start + Duration::from_micros(1_000_000 * (i as u64 + 1) / per_second);
         sleep(due.saturating_duration_since(Instant::now()));
     }
@@ -122,6 +116,50 @@ fn run_with_fault(
         .map(|r| r.join().expect("receiver").0)
         .collect();
     (edges, received, hits.load(Ordering::Relaxed))
+}
+
+/// `RC.PUBLISH` of `data` into `target`'s room on the master serving it; a refusal that
+/// says the slot is served elsewhere or not at all yet (`MOVED`, `CLUSTERDOWN`,
+/// `TRYAGAIN`, `READONLY`: nothing was executed) is retried on the master the slot map
+/// names then, for up to 10 s.
+fn publish_following_the_slot(
+    cluster: &Cluster,
+    target: &mut (String, redis::Connection),
+    data: &str,
+    i: usize,
+) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (room, conn) = target;
+        let reply: redis::RedisResult<Value> =
+            redis::cmd("RC.PUBLISH").arg(&*room).arg(data).query(conn);
+        let Err(e) = reply else { return };
+        let moved = matches!(
+            e.code(),
+            Some("MOVED" | "CLUSTERDOWN" | "TRYAGAIN" | "READONLY")
+        );
+        assert!(moved && Instant::now() < deadline, "publish {i}: {e}");
+        sleep(Duration::from_millis(50));
+        let owner = cluster.owner_of_key(room);
+        target.1 = cluster.conn(owner);
+    }
+}
+
+/// A `CLIENT KILL TYPE pubsub` on every master, counting the clients killed.
+fn kill_subscribers_on(mut masters: Vec<redis::Connection>) -> impl FnMut() -> u64 + Send {
+    move || {
+        masters
+            .iter_mut()
+            .map(|conn| {
+                let killed: redis::RedisResult<u64> = redis::cmd("CLIENT")
+                    .arg("KILL")
+                    .arg("TYPE")
+                    .arg("pubsub")
+                    .query(conn);
+                killed.unwrap_or(0)
+            })
+            .sum()
+    }
 }
 
 #[test]
@@ -138,14 +176,7 @@ fn killed_shard_subscriber_connections_lose_and_duplicate_nothing_under_load() {
         400,
         (0, 0),
         Duration::from_millis(300),
-        |conn| {
-            let killed: redis::RedisResult<u64> = redis::cmd("CLIENT")
-                .arg("KILL")
-                .arg("TYPE")
-                .arg("pubsub")
-                .query(conn);
-            killed.unwrap_or(0)
-        },
+        kill_subscribers_on(cluster.masters().iter().map(|p| cluster.conn(*p)).collect()),
     );
     assert_exactly_once_in_order(&received, &names, (count / rooms.len()) as u64);
     let (gaps, recovered, resubscribes) = (
@@ -189,7 +220,7 @@ fn a_shard_subscriber_over_the_pubsub_output_buffer_limit_loses_and_duplicates_n
         300,
         (10, 60_000),
         Duration::from_millis(100),
-        |_| 0,
+        || 0,
     );
     assert_exactly_once_in_order(&received, &names, (count / rooms.len()) as u64);
     // Redis logs each client it closes for going over its output-buffer limit.
@@ -214,4 +245,49 @@ fn a_shard_subscriber_over_the_pubsub_output_buffer_limit_loses_and_duplicates_n
         "the limit disconnected {over_limit} subscribers"
     );
     assert!(recovered >= 1.0, "nothing was read back from the streams");
+}
+
+/// A manual failover (`CLUSTER FAILOVER` on a replica) under load: the old master turns
+/// replica and drops its shard subscribers, the slot map changes, the edges subscribe
+/// on the new master and catch up from the stream; every message arrives exactly once,
+/// in order.
+#[test]
+fn a_manual_failover_under_load_loses_and_duplicates_nothing() {
+    let _serial = serial();
+    let cluster = Cluster::start(3, 1, &[]);
+    let rooms = rooms_on_every_master(&cluster);
+    let names: Vec<&str> = rooms.iter().map(String::as_str).collect();
+    let old_master = cluster.masters()[0];
+    let replica = cluster.replicas_of(old_master)[0];
+    let mut replica_conn = cluster.conn(replica);
+    let mut ticks = 0;
+    let count = 1_500;
+    let (edges, received, failovers) = run_with_fault(
+        &cluster,
+        &rooms,
+        count,
+        300,
+        (0, 0),
+        Duration::from_millis(500),
+        move || {
+            ticks += 1;
+            if ticks != 2 {
+                return 0;
+            }
+            let done: redis::RedisResult<Value> = redis::cmd("CLUSTER")
+                .arg("FAILOVER")
+                .query(&mut replica_conn);
+            u64::from(done.is_ok())
+        },
+    );
+    assert_eq!(failovers, 1, "CLUSTER FAILOVER was refused");
+    assert_ne!(cluster.masters()[0], old_master, "the replica took over");
+    assert_exactly_once_in_order(&received, &names, (count / rooms.len()) as u64);
+    let resubscribes = metric_sum(&edges, "roomcast_edge_inbox_resubscribes_total");
+    eprintln!(
+        "CLUSTER FAILOVER of {old_master} to {replica} under load: {count} messages × {} \
+         receivers, {resubscribes} resubscribes, 0 lost, 0 duplicated",
+        received.len()
+    );
+    assert!(resubscribes >= 1.0, "the edges never subscribed again");
 }
