@@ -111,14 +111,15 @@ impl Entry {
         node: &str,
     ) -> Result<(), RedisError> {
         let maxlen = config::get(&config::INBOX_MAXLEN);
-        if !shared() {
-            let (id, prev) = self.append_reading_prev(ctx, &keys.inbox(node), maxlen)?;
-            return live::publish(ctx, Scope::Shard, &keys.live(node), id, prev, &self.packed);
-        }
-        let shared_keys = layout()?.keys(0)?;
-        let (id, prev) = self.append_reading_prev(ctx, &shared_keys.inbox(node), maxlen)?;
-        let channel = shared_keys.live(node);
-        live::publish(ctx, Scope::Server, &channel, id, prev, &self.packed)
+        // The inbox and its live channel: partition 0's on a standalone server, the
+        // partition's own (and a shard channel) under Redis Cluster.
+        let (keys, scope) = if shared() {
+            (layout()?.keys(0)?, Scope::Server)
+        } else {
+            (keys, Scope::Shard)
+        };
+        let (id, prev) = self.append_reading_prev(ctx, &keys.inbox(node), maxlen)?;
+        live::publish(ctx, scope, &keys.live(node), id, prev, &self.packed)
     }
 
     /// Appends the entry to stream `key` — with the given id, or a generated one — trims
