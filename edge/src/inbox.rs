@@ -12,8 +12,8 @@
 //!   subscribed afresh when the slot map changes.
 //! - [`pushed`]: what both share — a push delivered, dropped as a duplicate, or a gap
 //!   filled from the stream first.
-//! - [`delivery`]: what every reader shares — entries to the fan-out, read
-//!   positions lined up with a new server's streams, and read pacing.
+//! - [`delivery`]: entries to the fan-out, and read positions lined up with a new
+//!   server's streams.
 //! - [`liveness`]: the probe that proves the readers still receive what is routed.
 //!
 //! Readers have their own connections and keep the last id delivered per stream (never

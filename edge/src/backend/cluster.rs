@@ -52,25 +52,29 @@ impl ClusterTarget {
     }
 
     /// A cluster client seeded with the primaries of `shards` (a slot map read through
-    /// a live connection) as well as this node — which may be the one that is down —
-    /// speaking RESP3 when `pushes` is given and handing what the servers push (shard
-    /// channel messages, disconnections) to it.
-    pub fn client_via(
+    /// a live connection) as well as this node, which may be the one that is down.
+    pub fn client_via(&self, shards: &[Shard]) -> RedisResult<redis::cluster::ClusterClient> {
+        self.seeded(shards).build()
+    }
+
+    /// [`ClusterTarget::client_via`] speaking RESP3, handing what the servers push
+    /// (shard channel messages, disconnections) to `pushes`.
+    pub fn push_client_via(
         &self,
         shards: &[Shard],
-        pushes: Option<impl redis::aio::AsyncPushSender>,
+        pushes: impl redis::aio::AsyncPushSender,
     ) -> RedisResult<redis::cluster::ClusterClient> {
+        self.seeded(shards)
+            .use_protocol(redis::ProtocolVersion::RESP3)
+            .push_sender(pushes)
+            .build()
+    }
+
+    fn seeded(&self, shards: &[Shard]) -> redis::cluster::ClusterClientBuilder {
         let mut seeds: Vec<ConnectionInfo> =
             shards.iter().map(|s| self.node(&s.host, s.port)).collect();
         seeds.push(self.seed.get_connection_info().clone());
-        let builder = self.builder(seeds);
-        match pushes {
-            Some(pushes) => builder
-                .use_protocol(redis::ProtocolVersion::RESP3)
-                .push_sender(pushes)
-                .build(),
-            None => builder.build(),
-        }
+        self.builder(seeds)
     }
 
     /// The connection settings of the cluster node at `host:port`: the seed's

@@ -20,10 +20,11 @@ use std::collections::HashMap;
 use redis::cluster_async::ClusterConnection;
 use redis::{PushInfo, PushKind, RedisResult, Value};
 use roomcast_common::stream_id::StreamId;
-use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
 use crate::backend::cluster::{ClusterTarget, Shard};
 use crate::backend::resp::bytes;
+use crate::backend::streams::{end_cmd, end_id};
 use crate::backend::subscriber::{next_event, range_cmd, try_next_event, Event};
 
 /// Subscriptions to the live shard channels of a node's inboxes, and a read connection.
@@ -50,7 +51,7 @@ impl ShardSubscriber {
     ) -> RedisResult<Self> {
         let (sender, pushes) = unbounded_channel();
         let subscribed = target
-            .client_via(shards, Some(sender))?
+            .push_client_via(shards, sender)?
             .get_async_connection()
             .await?;
         // One command per channel: channels in different slots may not share one.
@@ -61,11 +62,7 @@ impl ShardSubscriber {
         for subscribed in futures_util::future::join_all(subscriptions).await {
             subscribed?;
         }
-        let no_pushes: Option<UnboundedSender<PushInfo>> = None;
-        let reads = target
-            .client_via(shards, no_pushes)?
-            .get_async_connection()
-            .await?;
+        let reads = target.client_via(shards)?.get_async_connection().await?;
         let streams = channels
             .iter()
             .enumerate()
@@ -106,13 +103,8 @@ impl ShardSubscriber {
 
     /// The id of the last entry of stream `key` (`0-0` when it has none).
     pub async fn end_of(&mut self, key: &str) -> RedisResult<StreamId> {
-        let mut cmd = redis::cmd("XREVRANGE");
-        cmd.arg(key).arg("+").arg("-").arg("COUNT").arg(1);
-        let reply: Value = cmd.query_async(&mut self.reads).await?;
-        let last = crate::backend::subscriber::entries(&reply)
-            .next()
-            .map(|(id, _)| id);
-        Ok(last.unwrap_or_default())
+        let reply: Value = end_cmd(key).query_async(&mut self.reads).await?;
+        Ok(end_id(&reply))
     }
 }
 

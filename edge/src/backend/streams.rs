@@ -7,11 +7,11 @@
 
 use std::time::Duration;
 
-use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Value};
+use redis::{AsyncConnectionConfig, Cmd, Value};
 use roomcast_common::entry::{self, Entry};
+use roomcast_common::stream_id::StreamId;
 
-use crate::backend::resp::{bytes, text};
+use crate::backend::resp::bytes;
 
 /// Entries fetched per read (`XRANGE`).
 pub const COUNT: usize = 256;
@@ -42,41 +42,22 @@ pub fn decode(fields: &[Value]) -> Entry<'_> {
     entry::decode(fields.iter().map(bytes))
 }
 
-/// The id of the last entry of each stream of the server behind `conn` (`0-0` for an
-/// empty or missing stream; the error for a stream that cannot be read), in the order
-/// of `keys`.
-pub async fn stream_ends(
-    conn: &mut MultiplexedConnection,
-    keys: &[String],
-) -> redis::RedisResult<Vec<redis::RedisResult<String>>> {
-    let mut pipe = redis::pipe();
-    for key in keys {
-        pipe.cmd("XREVRANGE")
-            .arg(key)
-            .arg("+")
-            .arg("-")
-            .arg("COUNT")
-            .arg(1);
-    }
-    let ends: Vec<Value> = tokio::time::timeout(Duration::from_secs(2), pipe.query_async(conn))
-        .await
-        .map_err(|_| {
-            redis::RedisError::from((redis::ErrorKind::Io, "timed out reading inbox ends"))
-        })??;
-    Ok(ends
-        .iter()
-        .map(|end| match end {
-            Value::Array(items) => Ok(items
-                .first()
-                .and_then(|item| match item {
-                    Value::Array(parts) => parts.first().map(text),
-                    _ => None,
-                })
-                .unwrap_or_else(|| "0-0".to_string())),
-            Value::ServerError(e) => Err(e.clone().into()),
-            _ => Ok("0-0".to_string()),
-        })
-        .collect())
+/// `XREVRANGE key + - COUNT 1`: where stream `key` ends (see [`end_id`]).
+pub fn end_cmd(key: &str) -> Cmd {
+    let mut cmd = redis::cmd("XREVRANGE");
+    cmd.arg(key).arg("+").arg("-").arg("COUNT").arg(1);
+    cmd
+}
+
+/// The id of the entry in an [`end_cmd`] reply: the stream's last (`0-0` for an empty or
+/// missing stream, or anything malformed).
+pub fn end_id(reply: &Value) -> StreamId {
+    let last = match reply {
+        Value::Array(items) => items.first().and_then(entry_parts),
+        _ => None,
+    };
+    last.and_then(|(id, _)| StreamId::parse(id))
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -113,6 +94,28 @@ mod tests {
         );
         assert_eq!(e.data, b"{\"x\":1}");
         assert_eq!(decode(&[bulk(b"kind"), bulk(b"nope")]).kind, None);
+    }
+
+    #[test]
+    fn a_stream_ends_at_its_last_entry_or_at_zero() {
+        let last = Value::Array(vec![Value::Array(vec![
+            bulk(b"17-3"),
+            Value::Array(vec![bulk(b"kind")]),
+        ])]);
+        assert_eq!(end_id(&last), StreamId { ms: 17, seq: 3 });
+        assert_eq!(end_id(&Value::Array(vec![])), StreamId::default());
+        assert_eq!(end_id(&Value::Nil), StreamId::default());
+        let args: Vec<Vec<u8>> = end_cmd("in:n1")
+            .args_iter()
+            .map(|a| match a {
+                redis::Arg::Simple(b) => b.to_vec(),
+                _ => Vec::new(),
+            })
+            .collect();
+        assert_eq!(
+            args,
+            [&b"XREVRANGE"[..], b"in:n1", b"+", b"-", b"COUNT", b"1"]
+        );
     }
 }
 

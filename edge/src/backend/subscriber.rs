@@ -18,6 +18,7 @@
 //! no cost per message.
 
 use std::future::Future;
+use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
 use redis::{Client, Cmd, ProtocolVersion, PushInfo, PushKind, RedisError, RedisResult, Value};
@@ -26,7 +27,7 @@ use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
 use crate::backend::resp::bytes;
-use crate::backend::streams::{entry_parts, reader_config, COUNT};
+use crate::backend::streams::{end_cmd, end_id, entry_parts, reader_config, COUNT};
 
 /// What a subscriber received.
 #[derive(Debug, PartialEq, Eq)]
@@ -130,11 +131,6 @@ impl Subscriber {
         }
     }
 
-    /// The read connection.
-    pub fn conn(&mut self) -> &mut MultiplexedConnection {
-        &mut self.reads
-    }
-
     /// The next message or the end of the connection.
     pub async fn next(&mut self) -> Event {
         next_event(&mut self.pushes, event).await
@@ -143,6 +139,19 @@ impl Subscriber {
     /// The next message or end already received, if any (without waiting).
     pub fn try_next(&mut self) -> Option<Event> {
         try_next_event(&mut self.pushes, event)
+    }
+
+    /// The id of the last entry of stream `key` (`0-0` when it has none), read within
+    /// 2 s (the read connection has no response timeout of its own).
+    pub async fn end_of(&mut self, key: &str) -> RedisResult<StreamId> {
+        let cmd = end_cmd(key);
+        let read = cmd.query_async::<Value>(&mut self.reads);
+        let reply = tokio::time::timeout(Duration::from_secs(2), read)
+            .await
+            .map_err(|_| {
+                RedisError::from((redis::ErrorKind::Io, "timed out reading inbox ends"))
+            })??;
+        Ok(end_id(&reply))
     }
 
     /// `XRANGE key (after end COUNT n`: up to [`COUNT`] entries of stream `key` after

@@ -91,11 +91,8 @@ pub async fn run(ctx: &Context, liveness: &Liveness) {
 }
 
 /// Subscribes to every inbox's shard channel (through the primaries of `shards`, the
-/// slot map as the command connection sees it now), then lines each read position up with
-/// the end of its stream as the shard now serving it holds it: a stream that ends
-/// before the last id read is not the one read from (a promoted replica that had not
-/// received the newest entries yet, or a server that lost its data), so reading goes on
-/// from its end.
+/// slot map as the command connection sees it now), then lines each read position up
+/// with the end of its stream on the shard now serving it (see [`line_up`]).
 async fn connect(
     ctx: &Context,
     liveness: &Liveness,

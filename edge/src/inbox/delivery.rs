@@ -3,11 +3,9 @@
 
 use std::time::Instant;
 
-use redis::aio::MultiplexedConnection;
 use roomcast_common::entry::{Entry, Kind};
 use roomcast_common::stream_id::StreamId;
 
-use crate::backend::streams::stream_ends;
 use crate::context::Context;
 use crate::fanout::fan_out;
 use crate::inbox::liveness::Liveness;
@@ -16,7 +14,8 @@ use crate::inbox::liveness::Liveness;
 /// a queue, and lets writers flush during a large read.
 const CHUNK_BYTES: usize = 256 * 1024;
 
-/// Lines the read positions up with the streams of the server behind `conn`.
+/// Lines the last id read of stream `key` up with the stream's `end` on the server
+/// now serving it.
 ///
 /// A stream that ends before the last id read means this server is not the one the
 /// entries were read from: a promoted replica that had not received the newest entries
@@ -24,28 +23,9 @@ const CHUNK_BYTES: usize = 256 * 1024;
 /// read already (replication copies a prefix) or never existed here, so reading goes
 /// on from its end — not from the old id, which would skip the new primary's entries
 /// whose ids its clock puts below it.
-pub async fn align_to_ends(
-    ctx: &Context,
-    conn: &mut MultiplexedConnection,
-    keys: &[String],
-    last_ids: &mut [String],
-) -> redis::RedisResult<()> {
-    let ends = stream_ends(conn, keys).await?;
-    for ((key, last), end) in keys.iter().zip(last_ids.iter_mut()).zip(ends) {
-        let end = StreamId::parse(end?.as_bytes()).unwrap_or_default();
-        let mut id = StreamId::parse(last.as_bytes()).unwrap_or_default();
-        if line_up(ctx, key, &mut id, end) {
-            *last = id.to_string();
-        }
-    }
-    Ok(())
-}
-
-/// Lines the last id read of stream `key` up with the stream's `end` on the server
-/// now serving it (see [`align_to_ends`]); true when it moved back to the end.
-pub fn line_up(ctx: &Context, key: &str, last: &mut StreamId, end: StreamId) -> bool {
+pub fn line_up(ctx: &Context, key: &str, last: &mut StreamId, end: StreamId) {
     if end >= *last {
-        return false;
+        return;
     }
     tracing::warn!(
         node = %ctx.node(),
@@ -55,7 +35,6 @@ pub fn line_up(ctx: &Context, key: &str, last: &mut StreamId, end: StreamId) -> 
         "the inbox ends before the last entry read (failover or data loss); reading on from its end"
     );
     *last = end;
-    true
 }
 
 /// One delivery round: entries that arrived together, handed to the fan-out one by one.

@@ -8,7 +8,7 @@
 //!
 //! 1. subscribes to the channel (a [`Subscriber`] connection) — first, so nothing
 //!    appended from then on can be missed;
-//! 2. lines its position up with the server's stream ([`align_to_ends`]) and catches
+//! 2. lines its position up with the server's stream ([`line_up`]) and catches
 //!    up with `XRANGE` from the last delivered id (exclusive) to the end;
 //! 3. delivers pushes: one whose id is not after the last delivered is a duplicate
 //!    (already read from the stream) and dropped; one whose previous id is not the last
@@ -28,7 +28,7 @@ use roomcast_common::stream_id::StreamId;
 use crate::backend::errors::no_redis;
 use crate::backend::subscriber::Subscriber;
 use crate::context::Context;
-use crate::inbox::delivery::align_to_ends;
+use crate::inbox::delivery::line_up;
 use crate::inbox::liveness::Liveness;
 use crate::inbox::pushed::follow;
 use crate::metrics::WorkerMetrics;
@@ -76,7 +76,7 @@ pub async fn run(ctx: &Context, liveness: &Liveness) {
 }
 
 /// Subscribes on the current primary (looking it up again behind Sentinel), then lines
-/// the read position up with its stream (see [`align_to_ends`]).
+/// the read position up with its stream (see [`line_up`]).
 async fn connect(
     ctx: &Context,
     liveness: &Liveness,
@@ -87,9 +87,8 @@ async fn connect(
     let target = ctx.shared().target.as_ref().ok_or_else(no_redis)?;
     let client = target.resolve().await?;
     let mut sub = Subscriber::subscribe(&client, channel).await?;
-    let mut ids = [last.to_string()];
-    align_to_ends(ctx, sub.conn(), &[key.to_string()], &mut ids).await?;
-    *last = StreamId::parse(ids[0].as_bytes()).unwrap_or(*last);
+    let end = sub.end_of(key).await?;
+    line_up(ctx, key, last, end);
     liveness.reset(Instant::now());
     Ok(sub)
 }

@@ -24,17 +24,39 @@ impl Session {
     /// A partition-tagged name (`{tag}room`) is accepted and reduced to the plain name,
     /// which is how the module stores rooms and names them in inbox entries.
     fn room<'a>(&self, id: Option<&[u8]>, room: Option<&'a str>) -> Option<&'a str> {
-        let Some(room) = room else {
-            self.send_error(id, ErrorCode::BadRequest, "missing \"room\"", None);
-            return None;
-        };
-        match self.ctx.layout().resolve(room.as_bytes()) {
-            Ok(resolved) => Some(resolved.name),
-            Err(e) => {
-                self.send_error(id, ErrorCode::BadRequest, &format!("room name {e}"), None);
+        match self.resolve_room(room) {
+            Ok(room) => Some(room),
+            Err(message) => {
+                self.send_error(id, ErrorCode::BadRequest, &message, None);
                 None
             }
         }
+    }
+
+    /// The plain name of a room name from the client, or why it is refused.
+    fn resolve_room<'a>(&self, room: Option<&'a str>) -> Result<&'a str, String> {
+        let room = room.ok_or_else(|| "missing \"room\"".to_string())?;
+        match self.ctx.layout().resolve(room.as_bytes()) {
+            Ok(resolved) => Ok(resolved.name),
+            Err(e) => Err(format!("room name {e}")),
+        }
+    }
+
+    /// The room and payload of a publish, or the error that refuses it: a bad room name,
+    /// no `data`, or a room this connection has not joined.
+    fn publish_args<'a>(
+        &self,
+        room: Option<&'a str>,
+        data: Option<&'a RawValue>,
+    ) -> Result<(&'a str, &'a [u8]), (ErrorCode, String)> {
+        let room = self
+            .resolve_room(room)
+            .map_err(|message| (ErrorCode::BadRequest, message))?;
+        let data = data.ok_or_else(|| (ErrorCode::BadRequest, "missing \"data\"".to_string()))?;
+        if !self.ctx.local.borrow().is_member(self.seq, room) {
+            return Err((ErrorCode::NotMember, "join the room first".to_string()));
+        }
+        Ok((room, data.get().as_bytes()))
     }
 
     /// Checks that the token allows `room` and that `since` is an offset; sends the
@@ -169,16 +191,10 @@ impl Session {
     /// that passes these checks where the worker batches never comes here: it is
     /// queued at once ([`Session::queue_publish`]) and answered in order later.
     pub async fn publish(&self, id: Option<&[u8]>, room: Option<&str>, data: Option<&RawValue>) {
-        let Some(room) = self.room(id, room) else {
-            return;
+        let (room, data) = match self.publish_args(room, data) {
+            Ok(args) => args,
+            Err((code, message)) => return self.send_error(id, code, &message, None),
         };
-        let Some(data) = data else {
-            return self.send_error(id, ErrorCode::BadRequest, "missing \"data\"", None);
-        };
-        if !self.ctx.local.borrow().is_member(self.seq, room) {
-            return self.send_error(id, ErrorCode::NotMember, "join the room first", None);
-        }
-        let data = data.get().as_bytes();
         let from = &self.identity.user;
         let reply = self.rooms().publish(room, data, from, &self.conn_id).await;
         self.answer_publish(id, reply);
@@ -188,11 +204,7 @@ impl Session {
     /// without waiting for its reply; `None` (nothing sent) where a check fails —
     /// `publish` then answers the error — or the worker does not batch.
     pub fn queue_publish(&self, room: Option<&str>, data: Option<&RawValue>) -> Option<Ticket> {
-        let room = self.ctx.layout().resolve(room?.as_bytes()).ok()?.name;
-        let data = data?.get().as_bytes();
-        if !self.ctx.local.borrow().is_member(self.seq, room) {
-            return None;
-        }
+        let (room, data) = self.publish_args(room, data).ok()?;
         let from = &self.identity.user;
         self.rooms().queue_publish(room, data, from, &self.conn_id)
     }
