@@ -1,12 +1,15 @@
 //! Checking that every receiver got every message exactly once and in order, under
 //! faults: what the push-delivery tests (standalone and Redis Cluster) share.
 //!
-//! Messages carry `{"seq": n, …}` in their data, counted per room from 0; a receiver
-//! records, per room, the `seq` of every message in arrival order.
+//! Messages carry `{"seq": n, …}` in their data, counted per room from 0 ([`publish_paced`]
+//! makes them); a receiver records, per room, the `seq` of every message in arrival
+//! order.
 
 use std::collections::BTreeMap;
-use std::thread::{self, JoinHandle};
+use std::thread::{self, sleep, JoinHandle};
 use std::time::{Duration, Instant};
+
+use serde_json::json;
 
 use crate::edge::Edge;
 use crate::ws::WsClient;
@@ -70,4 +73,31 @@ pub fn assert_exactly_once_in_order(received: &[Received], rooms: &[&str], per_r
 /// The sum of an unlabelled metric over the edges.
 pub fn metric_sum(edges: &[Edge], name: &str) -> f64 {
     edges.iter().map(|e| e.metric(name)).sum()
+}
+
+/// Makes `count` messages round-robin over `rooms` rooms at `per_second` and hands each
+/// to `publish(room index, message index, data)`: message `i` goes to room `i % rooms`
+/// with data `{"seq": n, "pad": …}`, `n` counted per room, every `big.0`-th padded to
+/// `big.1` bytes (0: none) and the others to 100.
+pub fn publish_paced(
+    rooms: usize,
+    count: usize,
+    per_second: u64,
+    big: (usize, usize),
+    mut publish: impl FnMut(usize, usize, String),
+) {
+    let start = Instant::now();
+    let mut seqs = vec![0u64; rooms];
+    for i in 0..count {
+        let r = i % rooms;
+        let pad = if big.0 > 0 && i % big.0 == big.0 - 1 {
+            "x".repeat(big.1)
+        } else {
+            "x".repeat(100)
+        };
+        publish(r, i, json!({"seq": seqs[r], "pad": pad}).to_string());
+        seqs[r] += 1;
+        let due = start + Duration::from_micros(1_000_000 * (i as u64 + 1) / per_second);
+        sleep(due.saturating_duration_since(Instant::now()));
+    }
 }

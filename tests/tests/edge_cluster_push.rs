@@ -19,9 +19,10 @@ use redis::Value;
 use roomcast_common::partition::Partitioner;
 use roomcast_tests::cluster::Cluster;
 use roomcast_tests::edge::{join, Edge};
-use roomcast_tests::exactly_once::{assert_exactly_once_in_order, metric_sum, receive, Received};
+use roomcast_tests::exactly_once::{
+    assert_exactly_once_in_order, metric_sum, publish_paced, receive, Received,
+};
 use roomcast_tests::{redis_url, serial};
-use serde_json::json;
 
 /// Receivers per edge.
 const RECEIVERS_PER_EDGE: usize = 2;
@@ -94,21 +95,9 @@ fn run_with_fault(
             (tagged, conn)
         })
         .collect();
-    let start = Instant::now();
-    let mut seqs = vec![0u64; rooms.len()];
-    for i in 0..count {
-        let r = i % rooms.len();
-        let pad = if big.0 > 0 && i % big.0 == big.0 - 1 {
-            "x".repeat(big.1)
-        } else {
-            "x".repeat(100)
-        };
-        let data = json!({"seq": seqs[r], "pad": pad}).to_string();
-        seqs[r] += 1;
+    publish_paced(rooms.len(), count, per_second, big, |r, i, data| {
         publish_following_the_slot(cluster, &mut targets[r], &data, i);
-        let due = start + Duration::from_micros(1_000_000 * (i as u64 + 1) / per_second);
-        sleep(due.saturating_duration_since(Instant::now()));
-    }
+    });
     stop.store(true, Ordering::Relaxed);
     faults.join().expect("fault thread");
     let received: Vec<Received> = receivers

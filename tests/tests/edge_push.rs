@@ -12,11 +12,13 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::{self, sleep, JoinHandle};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use redis::Value;
 use roomcast_tests::edge::{join, Edge};
-use roomcast_tests::exactly_once::{assert_exactly_once_in_order, metric_sum, receive, Received};
+use roomcast_tests::exactly_once::{
+    assert_exactly_once_in_order, metric_sum, publish_paced, receive, Received,
+};
 use roomcast_tests::roomcast::{inbox_key, live_channel};
 use roomcast_tests::ws::WsClient;
 use roomcast_tests::{serial, wait, Redis};
@@ -66,25 +68,19 @@ fn publish(
 ) -> JoinHandle<()> {
     let mut conn = redis.conn();
     thread::spawn(move || {
-        let start = Instant::now();
-        let mut seqs = [0u64; ROOMS.len()];
-        for i in 0..count {
-            let r = i % ROOMS.len();
-            let pad = if big_every > 0 && i % big_every == big_every - 1 {
-                "x".repeat(big_bytes)
-            } else {
-                "x".repeat(100)
-            };
-            let data = json!({"seq": seqs[r], "pad": pad}).to_string();
-            seqs[r] += 1;
-            let reply: redis::RedisResult<Value> = redis::cmd("RC.PUBLISH")
-                .arg(ROOMS[r])
-                .arg(data)
-                .query(&mut conn);
-            assert!(reply.is_ok(), "publish {i}: {reply:?}");
-            let due = start + Duration::from_micros(1_000_000 * (i as u64 + 1) / per_second);
-            sleep(due.saturating_duration_since(Instant::now()));
-        }
+        publish_paced(
+            ROOMS.len(),
+            count,
+            per_second,
+            (big_every, big_bytes),
+            |r, i, data| {
+                let reply: redis::RedisResult<Value> = redis::cmd("RC.PUBLISH")
+                    .arg(ROOMS[r])
+                    .arg(data)
+                    .query(&mut conn);
+                assert!(reply.is_ok(), "publish {i}: {reply:?}");
+            },
+        );
     })
 }
 
